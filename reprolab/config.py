@@ -1,0 +1,386 @@
+"""Typed schema for params.yaml, validated before any work.
+
+Every key has a type and, where it matters, a range. Unknown keys (typos), wrong types and
+out-of-range values raise :class:`ValidationError` with one line naming the key path, the
+value and what was expected, e.g.::
+
+    params.yaml: markets.generate.n_symbols = -3: expected an integer >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reprolab.errors import ValidationError
+
+PARAMS_FILE = "params.yaml"
+
+
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A field with a default and numeric bounds (ge, gt, le, lt) checked on load."""
+    return field(default=default, metadata=bounds)
+
+
+def _list(default: list[Any], **bounds: Any) -> Any:
+    return field(default_factory=lambda: list(default), metadata=bounds)
+
+
+# --------------------------------------------------------------------------- resources
+@dataclass(frozen=True)
+class ResourcesParams:
+    memory_budget_mb: int = _bounded(8192, ge=64)
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- markets
+@dataclass(frozen=True)
+class RegimeParams:
+    """Hidden Markov regimes; entry k of every list belongs to regime k."""
+
+    names: list[str] = _list(["trending", "mean_reverting", "calm"], min_len=2)
+    mu: list[float] = _list([0.0004, 0.0, 0.0002], min_len=2, ge=-0.05, le=0.05)
+    phi: list[float] = _list([0.3, -0.3, 0.05], min_len=2, gt=-1.0, lt=1.0)
+    sigma: list[float] = _list([0.012, 0.02, 0.006], min_len=2, gt=0.0, le=0.5)
+    stay: list[float] = _list([0.985, 0.97, 0.99], min_len=2, gt=0.0, lt=1.0)
+
+    def validate(self, path: str) -> None:
+        n = len(self.names)
+        for name in ("mu", "phi", "sigma", "stay"):
+            value = getattr(self, name)
+            if len(value) != n:
+                _fail(f"{path}.{name}", value, f"a list of {n} values, one per regime in names")
+        if len(set(self.names)) != n:
+            _fail(f"{path}.names", self.names, "distinct regime names")
+
+
+@dataclass(frozen=True)
+class MarketsGenerateParams:
+    n_symbols: int = _bounded(8, ge=1, le=100_000)
+    n_days: int = _bounded(2520, ge=100, le=100_000)
+    start_date: str = "2010-01-04"
+    initial_price: float = _bounded(100.0, gt=0.0)
+    symbols_per_part: int = _bounded(64, ge=1, le=100_000)  # symbols per parquet part
+    gap_scale: float = _bounded(0.25, ge=0.0, le=5.0)
+    wick_scale: float = _bounded(0.5, gt=0.0, le=5.0)
+    volume_base: float = _bounded(1.0e6, ge=1.0e3)
+    volume_vol_elasticity: float = _bounded(1.0, ge=0.0, le=5.0)
+    volume_noise: float = _bounded(0.3, gt=0.0, le=5.0)
+    regimes: RegimeParams = field(default_factory=RegimeParams)
+
+    def validate(self, path: str) -> None:
+        try:
+            import pandas as pd
+
+            pd.Timestamp(self.start_date)
+        except (ValueError, TypeError):
+            _fail(f"{path}.start_date", self.start_date, "an ISO date such as 2010-01-04")
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = _bounded(0.70, gt=0.0, lt=1.0)
+    val: float = _bounded(0.15, gt=0.0, lt=1.0)
+    test: float = _bounded(0.15, gt=0.0, lt=1.0)
+
+    def validate(self, path: str) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            _fail(f"{path}.train+val+test", round(total, 12), "fractions that sum to 1")
+
+
+@dataclass(frozen=True)
+class MarketsAugmentParams:
+    copies: int = _bounded(2, ge=0, le=100)  # 0 switches augmentation off
+    jitter: float = _bounded(0.1, ge=0.0, le=2.0)
+    scale_min: float = _bounded(0.8, gt=0.0, le=10.0)
+    scale_max: float = _bounded(1.2, gt=0.0, le=10.0)
+    warp: float = _bounded(0.2, ge=0.0, le=1.0)
+    warp_knots: int = _bounded(4, ge=2, le=1000)
+
+    def validate(self, path: str) -> None:
+        if self.scale_min > self.scale_max:
+            _fail(f"{path}.scale_min", self.scale_min, f"a value <= scale_max ({self.scale_max})")
+
+
+@dataclass(frozen=True)
+class MarketsSplitParams(SplitFractions):
+    embargo: int = _bounded(61, ge=0)
+    augment: MarketsAugmentParams = field(default_factory=MarketsAugmentParams)
+
+
+@dataclass(frozen=True)
+class MarketsFeaturesParams:
+    window: int = _bounded(60, ge=2, le=10_000)
+    warmup: int = _bounded(60, ge=60, le=100_000)
+    max_nan_share: float = _bounded(0.0, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class MarketsParams:
+    generate: MarketsGenerateParams = field(default_factory=MarketsGenerateParams)
+    split: MarketsSplitParams = field(default_factory=MarketsSplitParams)
+    features: MarketsFeaturesParams = field(default_factory=MarketsFeaturesParams)
+
+    def validate(self, path: str) -> None:
+        need = self.features.window + 1  # a window plus the one-step-ahead label
+        if self.split.embargo < need:
+            _fail(
+                f"{path}.split.embargo",
+                self.split.embargo,
+                f"an integer >= markets.features.window + 1 = {need} "
+                "(so no training window overlaps a validation or test label)",
+            )
+        usable = self.generate.n_days - 2 * self.split.embargo
+        smallest = min(self.split.train, self.split.val, self.split.test) * usable
+        if smallest < 2:
+            _fail(
+                f"{path}.generate.n_days",
+                self.generate.n_days,
+                "enough days for every split after two embargo gaps",
+            )
+        if self.split.train * usable < self.features.warmup + self.features.window + 1:
+            _fail(
+                f"{path}.generate.n_days",
+                self.generate.n_days,
+                "a training part longer than features.warmup + features.window + 1 days",
+            )
+
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class OptionsDomain:
+    moneyness_min: float = _bounded(0.5, gt=0.0)
+    moneyness_max: float = _bounded(2.0, gt=0.0)
+    tau_min_days: float = _bounded(1.0, gt=0.0)
+    tau_max_days: float = _bounded(730.0, gt=0.0, le=36500.0)
+    sigma_min: float = _bounded(0.05, gt=0.0, le=5.0)
+    sigma_max: float = _bounded(0.8, gt=0.0, le=5.0)
+    r_min: float = _bounded(0.0, ge=-0.1, le=1.0)
+    r_max: float = _bounded(0.10, ge=-0.1, le=1.0)
+
+    def validate(self, path: str) -> None:
+        for lo, hi in (
+            ("moneyness_min", "moneyness_max"),
+            ("tau_min_days", "tau_max_days"),
+            ("sigma_min", "sigma_max"),
+            ("r_min", "r_max"),
+        ):
+            if getattr(self, lo) >= getattr(self, hi):
+                _fail(f"{path}.{lo}", getattr(self, lo), f"a value < {hi} ({getattr(self, hi)})")
+
+
+@dataclass(frozen=True)
+class OptionsGenerateParams:
+    n_contracts: int = _bounded(600_000, ge=100)
+    sampler: Literal["sobol", "uniform"] = "sobol"
+    strike: float = _bounded(1.0, gt=0.0)
+    chunk_rows: int = _bounded(250_000, ge=1000)
+    domain: OptionsDomain = field(default_factory=OptionsDomain)
+
+
+@dataclass(frozen=True)
+class HeldoutRegion:
+    column: Literal["moneyness", "tau", "sigma", "r"] = "sigma"
+    low: float = 0.7
+    high: float = 0.8
+
+    def validate(self, path: str) -> None:
+        if self.low >= self.high:
+            _fail(f"{path}.low", self.low, f"a value < high ({self.high})")
+
+
+@dataclass(frozen=True)
+class OptionsSplitParams(SplitFractions):
+    train: float = _bounded(0.70, gt=0.0, lt=1.0)
+    val: float = _bounded(0.10, gt=0.0, lt=1.0)
+    test: float = _bounded(0.20, gt=0.0, lt=1.0)
+    heldout: HeldoutRegion = field(default_factory=HeldoutRegion)
+
+
+@dataclass(frozen=True)
+class OptionsFeaturesParams:
+    n_interior: int = _bounded(100_000, ge=1)
+    n_terminal: int = _bounded(10_000, ge=1)
+    n_boundary: int = _bounded(10_000, ge=1)
+
+
+@dataclass(frozen=True)
+class OptionsParams:
+    generate: OptionsGenerateParams = field(default_factory=OptionsGenerateParams)
+    split: OptionsSplitParams = field(default_factory=OptionsSplitParams)
+    features: OptionsFeaturesParams = field(default_factory=OptionsFeaturesParams)
+
+    def validate(self, path: str) -> None:
+        d = self.generate.domain
+        h = self.split.heldout
+        lo, hi = {
+            "moneyness": (d.moneyness_min, d.moneyness_max),
+            "tau": (d.tau_min_days / 365.0, d.tau_max_days / 365.0),
+            "sigma": (d.sigma_min, d.sigma_max),
+            "r": (d.r_min, d.r_max),
+        }[h.column]
+        if not (lo < h.low and h.high <= hi):
+            _fail(
+                f"{path}.split.heldout",
+                {"column": h.column, "low": h.low, "high": h.high},
+                f"a band strictly inside the sampled {h.column} range ({lo:g}, {hi:g}] "
+                "that leaves a training domain below it",
+            )
+
+
+# --------------------------------------------------------------------------- top level
+@dataclass(frozen=True)
+class BenchParams:
+    features_rows: int = _bounded(1_000_000, ge=1000)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _bounded(20261121, ge=0, le=2**63 - 1)
+    resources: ResourcesParams = field(default_factory=ResourcesParams)
+    markets: MarketsParams = field(default_factory=MarketsParams)
+    options: OptionsParams = field(default_factory=OptionsParams)
+    bench: BenchParams = field(default_factory=BenchParams)
+
+
+# --------------------------------------------------------------------------- validation
+def _fail(path: str, value: Any, expected: str) -> typing.NoReturn:
+    raise ValidationError(f"{PARAMS_FILE}: {path} = {value!r}: expected {expected}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{ops[k]} {meta[k]}" for k in ("ge", "gt", "le", "lt") if k in meta)
+
+
+def _check_bounds(path: str, value: float, tp: Any, meta: typing.Mapping[str, Any]) -> None:
+    ok = (
+        ("ge" not in meta or value >= meta["ge"])
+        and ("gt" not in meta or value > meta["gt"])
+        and ("le" not in meta or value <= meta["le"])
+        and ("lt" not in meta or value < meta["lt"])
+    )
+    if not ok:
+        _fail(path, value, f"{_describe(tp)} {_bounds_text(meta)}")
+
+
+def _coerce(path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            _fail(path, value, _describe(tp))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(path, value, args[0], meta)
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(path, value, _describe(tp))
+        if len(value) < meta.get("min_len", 0):
+            _fail(path, value, f"{_describe(tp)} with at least {meta['min_len']} entries")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{path}[{i}]", v, inner, meta) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(path, value, f"an integer {_bounds_text(meta)}".strip())
+        _check_bounds(path, value, tp, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(path, value, f"a number {_bounds_text(meta)}".strip())
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            _fail(path, value, "a finite number")
+        _check_bounds(path, value, tp, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(path, value, "a string")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a schema bug, not user input
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(path or "<top level>", data, "a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = f"{path}.{key}" if path else str(key)
+            raise ValidationError(
+                f"{PARAMS_FILE}: {where}: unknown key; expected one of "
+                f"{', '.join(sorted(fields))}{hint}"
+            )
+    kwargs = {
+        name: _coerce(f"{path}.{name}" if path else name, data[name], hints[name], f.metadata)
+        for name, f in fields.items()
+        if name in data
+    }
+    obj = cls(**kwargs)
+    if not kwargs.keys() >= {n for n, f in fields.items() if _required(f)}:
+        missing = sorted(n for n, f in fields.items() if _required(f) and n not in kwargs)
+        _fail(f"{path}.{missing[0]}" if path else missing[0], None, "a value (key is required)")
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def parse_params(data: Any) -> Params:
+    """Validate a parsed params mapping against the schema."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Load and validate params.yaml; any problem is one ValidationError line."""
+    p = Path(path)
+    if not p.exists():
+        raise ValidationError(f"{p}: file not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValidationError(f"{p}: not valid YAML{where}") from None
+    return parse_params(data)
+
+
+def to_dict(params: Any) -> dict[str, Any]:
+    """The params as plain data (for params.yaml and for writing next to outputs)."""
+    return dataclasses.asdict(params)
