@@ -138,16 +138,21 @@ def part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
+def list_parts(directory: PathLike) -> list[Path]:
+    """The ``part-*.parquet`` files of a partitioned table, in order; none is an error."""
+    parts = sorted(Path(directory).glob("part-*.parquet"))
+    if not parts:
+        raise DependencyError(f"{directory}: no part-*.parquet files (run the producing stage)")
+    return parts
+
+
 def read_parquet(path: PathLike, columns: list[str] | None = None) -> Any:
     """Read a parquet file or a directory of ``part-*.parquet`` files, in part order."""
     import pandas as pd
 
     p = Path(path)
     if p.is_dir():
-        parts = sorted(p.glob("part-*.parquet"))
-        if not parts:
-            raise DependencyError(f"{p}: no part-*.parquet files (run the producing stage)")
-        frames = [pd.read_parquet(f, columns=columns) for f in parts]
+        frames = [pd.read_parquet(f, columns=columns) for f in list_parts(p)]
         return pd.concat(frames, ignore_index=True)
     if not p.exists():
         raise DependencyError(f"{p}: file not found (run the stage that produces it first)")

@@ -140,6 +140,12 @@ def simulate_symbols(
     }
 
 
+def _returns(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(previous close, log-return) per row, with c_{-1} := c_0 so that r_0 = 0."""
+    prev_close = np.concatenate([close[:, :1], close[:, :-1]], axis=1)
+    return prev_close, np.log(close / prev_close)
+
+
 def _normal_logpdf(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     z = (x - mean) / sd
     return -0.5 * (z * z + _LOG_2PI) - np.log(sd)
@@ -157,8 +163,7 @@ def emission_loglik(
 
     Uses only the observables and the generator's parameters; row t depends on rows t-2..t.
     """
-    prev_close = np.concatenate([close[:, :1], close[:, :-1]], axis=1)
-    ret = np.log(close / prev_close)  # r_0 = 0 by construction
+    prev_close, ret = _returns(close)
     prev_ret = np.concatenate([np.zeros_like(ret[:, :1]), ret[:, :-1]], axis=1)
     gap = np.log(open_ / prev_close)
     wick_up = np.log(high / np.maximum(open_, close))
@@ -203,7 +208,7 @@ def filter_oracle(
         joint = prior * lik[:, t]
         alpha[:, t] = joint / joint.sum(axis=-1, keepdims=True)
     predicted = alpha @ process.transition  # P(s_{t+1} = j | obs up to t)
-    ret = np.log(close / np.concatenate([close[:, :1], close[:, :-1]], axis=1))
+    _, ret = _returns(close)
     p_up_given_regime = ndtr((process.mu + process.phi * ret[..., None]) / process.sigma)
     return alpha, np.clip((predicted * p_up_given_regime).sum(axis=-1), 0.0, 1.0)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -16,11 +14,19 @@ from reprolab.data.markets import (
     generate_markets,
     oracle_log_loss,
 )
-from reprolab.errors import DataQualityError, DependencyError
+from reprolab.errors import DataQualityError
 from reprolab.features.markets import FEATURES, compute_features_frame
 from reprolab.features.quality import check_finite, check_ohlcv
 from reprolab.features.windows import SERIES_KEYS, fit_scaler, make_windows
-from reprolab.io import atomic_dir, part_name, read_json, read_parquet, write_json, write_parquet
+from reprolab.io import (
+    atomic_dir,
+    list_parts,
+    part_name,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 from reprolab.resources import MemoryBudget, StageResources
 from reprolab.split import SPLITS, augment_train, chronological_calendar, split_markets
 
@@ -28,19 +34,13 @@ DATASET = "markets"
 FEATURE_NAMES = [f["name"] for f in FEATURES]
 
 
-def _parts(directory: Path) -> list[Path]:
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        raise DependencyError(f"{directory}: no part-*.parquet files (run the producing stage)")
-    return parts
-
-
 def generate(params: Params, res: StageResources) -> None:
     g = params.markets.generate
     n_parts = -(-g.n_symbols // g.symbols_per_part)
+    per_part = min(g.symbols_per_part, g.n_symbols)
     MemoryBudget(params.resources.memory_budget_mb).check(
-        min(g.symbols_per_part, g.n_symbols) * g.n_days * BYTES_PER_SYMBOL_DAY * 3,
-        f"generating {g.symbols_per_part} symbols x {g.n_days} days per part "
+        per_part * g.n_days * BYTES_PER_SYMBOL_DAY * 3,
+        f"generating {per_part} symbols x {g.n_days} days per part "
         "(markets.generate.symbols_per_part)",
     )
     chunks = generate_markets(g, params.seed)
@@ -53,7 +53,7 @@ def generate(params: Params, res: StageResources) -> None:
 
 
 def split_augment(params: Params, res: StageResources) -> None:
-    raw_parts = _parts(paths.raw(DATASET))
+    raw_parts = list_parts(paths.raw(DATASET))
     calendar = None
     with atomic_dir(paths.split(DATASET)) as out:
         for i, part in enumerate(res.progress(raw_parts, len(raw_parts))):
@@ -95,7 +95,7 @@ def features(params: Params, res: StageResources) -> None:
     with atomic_dir(paths.features(DATASET)) as out:
         for name in SPLITS:
             windows, offset = [], 0
-            parts = _parts(split_dir / name)
+            parts = list_parts(split_dir / name)
             for i, part in enumerate(res.progress(parts, len(parts), name)):
                 frame = read_parquet(part)
                 check_ohlcv(frame, str(part))

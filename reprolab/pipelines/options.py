@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from reprolab import paths
 from reprolab.config import Params
 from reprolab.data.options import OPTION_COLUMNS, evaluation_grid, generate_options
-from reprolab.errors import DependencyError
 from reprolab.features.options import (
     COORDINATE_COLUMNS,
     MODEL_INPUTS,
@@ -18,20 +15,13 @@ from reprolab.features.options import (
     option_coordinates,
 )
 from reprolab.features.quality import check_finite
-from reprolab.io import atomic_dir, part_name, read_parquet, write_json, write_parquet
+from reprolab.io import atomic_dir, list_parts, part_name, read_parquet, write_json, write_parquet
 from reprolab.resources import MemoryBudget, StageResources
 from reprolab.seeding import rng
 from reprolab.split import SPLITS, split_options
 
 DATASET = "options"
 _BYTES_PER_ROW = 8 * (len(OPTION_COLUMNS) + len(COORDINATE_COLUMNS)) * 2
-
-
-def _parts(directory: Path) -> list[Path]:
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        raise DependencyError(f"{directory}: no part-*.parquet files (run the producing stage)")
-    return parts
 
 
 def generate(params: Params, res: StageResources) -> None:
@@ -53,7 +43,7 @@ def split_augment(params: Params, res: StageResources) -> None:
     """Options get no augmentation: the closed form labels any point exactly, so more data
     is simply a larger ``options.generate.n_contracts``."""
     gen = rng(params.seed, DATASET, "split")
-    parts = _parts(paths.raw(DATASET))
+    parts = list_parts(paths.raw(DATASET))
     with atomic_dir(paths.split(DATASET)) as out:
         for i, part in enumerate(res.progress(parts, len(parts))):
             contracts = read_parquet(part)
@@ -67,7 +57,7 @@ def features(params: Params, res: StageResources) -> None:
     o = params.options
     with atomic_dir(paths.features(DATASET)) as out:
         for name in SPLITS:
-            parts = _parts(paths.split(DATASET) / name)
+            parts = list_parts(paths.split(DATASET) / name)
             for i, part in enumerate(res.progress(parts, len(parts), name)):
                 coords = option_coordinates(read_parquet(part))
                 check_finite(coords, COORDINATE_COLUMNS, f"{part} coordinates")
