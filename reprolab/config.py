@@ -238,17 +238,11 @@ class OptionsParams:
 
 # --------------------------------------------------------------------------- top level
 @dataclass(frozen=True)
-class BenchParams:
-    features_rows: int = _bounded(1_000_000, ge=1000)
-
-
-@dataclass(frozen=True)
 class Params:
     seed: int = _bounded(20261121, ge=0, le=2**63 - 1)
     resources: ResourcesParams = field(default_factory=ResourcesParams)
     markets: MarketsParams = field(default_factory=MarketsParams)
     options: OptionsParams = field(default_factory=OptionsParams)
-    bench: BenchParams = field(default_factory=BenchParams)
 
 
 # --------------------------------------------------------------------------- validation

@@ -129,9 +129,24 @@ def locked_update(
 
 
 def write_parquet(path: PathLike, df: Any) -> None:
-    """Write a DataFrame to parquet atomically (no index, deterministic bytes)."""
+    """Write a DataFrame to parquet atomically (no index, deterministic bytes).
+
+    Dictionary encoding only for text columns: on float columns it costs 4x the write time
+    and makes files larger (measured on the markets feature rows).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    text = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=text or False)
 
 
 def part_name(i: int) -> str:
