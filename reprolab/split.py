@@ -127,7 +127,6 @@ def augment_train(train: pd.DataFrame, params: MarketsAugmentParams, seed: int) 
 
 
 # --------------------------------------------------------------------------- options
-_OPTION_COLUMN = {"moneyness": "moneyness", "tau": "tau", "sigma": "sigma", "r": "r"}
 
 
 def split_options(
@@ -139,7 +138,7 @@ def split_options(
     feeding the whole table at once.
     """
     h = params.heldout
-    values = contracts[_OPTION_COLUMN[h.column]].to_numpy()
+    values = contracts[h.column].to_numpy()  # moneyness, tau (years), sigma or r
     heldout = (values >= h.low) & (values <= h.high)
     u = gen.random(len(contracts))
     part = np.where(u < params.train, 0, np.where(u < params.train + params.val, 1, 2))

@@ -74,7 +74,10 @@ def fit_scaler(rows: pd.DataFrame, feature_columns: Sequence[str]) -> dict[str, 
     return scaler
 
 
-def apply_scaler(values: np.ndarray, scaler: dict[str, dict[str, float]], columns: Sequence[str]):
+def apply_scaler(
+    values: np.ndarray, scaler: dict[str, dict[str, float]], columns: Sequence[str]
+) -> np.ndarray:
+    """Standardise feature columns (last axis of ``values``) with a fitted scaler."""
     mean = np.array([scaler[c]["mean"] for c in columns])
     std = np.array([scaler[c]["std"] for c in columns])
     return (values - mean) / std

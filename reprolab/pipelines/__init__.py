@@ -11,6 +11,7 @@ import importlib
 
 from reprolab.config import Params
 from reprolab.resources import StageResources
+from reprolab.stage import StageMain
 
 DATASETS = ("markets", "options")
 STEPS = ("generate", "split_augment", "features", "data_metrics")
@@ -21,7 +22,7 @@ def run_step(step: str, dataset: str, params: Params, res: StageResources) -> No
     getattr(module, step)(params, res)
 
 
-def step_main(step: str):
+def step_main(step: str) -> StageMain:
     """The stage function for ``step``: dispatches ``item`` to its dataset's pipeline."""
 
     def main(item: str, params: Params, res: StageResources) -> None:
