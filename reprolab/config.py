@@ -236,6 +236,40 @@ class OptionsParams:
             )
 
 
+# --------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class GuardParams:
+    """The training guard (reprolab/training.py): what to do on OOM, NaN/Inf and signals."""
+
+    min_batch_size: int = _bounded(8, ge=1)  # OOM: halve the batch down to this, then fail
+    max_nan_retries: int = _bounded(3, ge=0)  # NaN/Inf: halve the learning rate at most k times
+
+
+@dataclass(frozen=True)
+class MambaTrainParams:
+    d_model: int = _bounded(16, ge=2, le=4096)
+    d_state: int = _bounded(8, ge=1, le=1024)
+    d_conv: int = _bounded(4, ge=1, le=64)
+    expand: int = _bounded(2, ge=1, le=8)
+    n_layers: int = _bounded(1, ge=1, le=64)
+    scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
+    chunk_size: int = _bounded(16, ge=1, le=4096)
+    epochs: int = _bounded(6, ge=1, le=10_000)
+    patience: int = _bounded(2, ge=1, le=10_000)  # early stopping on validation loss
+    batch_size: int = _bounded(128, ge=1, le=1_000_000)
+    learning_rate: float = _bounded(2e-3, gt=0.0, le=1.0)
+    comparator: Literal["gru", "lstm"] = "gru"
+    bootstrap: int = _bounded(1000, ge=10, le=1_000_000)  # resamples for accuracy intervals
+    per_symbol: bool = False  # one model per symbol, trained in a process pool
+    jobs: int = _bounded(2, ge=1, le=1024)
+    guard: GuardParams = field(default_factory=GuardParams)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    mamba: MambaTrainParams = field(default_factory=MambaTrainParams)
+
+
 # --------------------------------------------------------------------------- top level
 @dataclass(frozen=True)
 class Params:
@@ -243,6 +277,7 @@ class Params:
     resources: ResourcesParams = field(default_factory=ResourcesParams)
     markets: MarketsParams = field(default_factory=MarketsParams)
     options: OptionsParams = field(default_factory=OptionsParams)
+    train: TrainParams = field(default_factory=TrainParams)
 
 
 # --------------------------------------------------------------------------- validation
