@@ -8,6 +8,7 @@ stage except the judges depends on the judge-only truth.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,8 +26,11 @@ JUDGES = ("data_metrics@", "validate")
 TINY = {
     "markets": {
         "generate": {"n_symbols": 3, "n_days": 400, "symbols_per_part": 2},
-        "split": {"embargo": 21},
+        "split": {"embargo": 21, "augment": {"copies": 1}},
         "features": {"window": 20},
+    },
+    "train": {
+        "mamba": {"d_model": 4, "d_state": 2, "epochs": 1, "batch_size": 256, "bootstrap": 20}
     },
     "options": {
         "generate": {"n_contracts": 3000, "chunk_rows": 1000},
@@ -104,6 +108,14 @@ def _data_metrics(repo: Path) -> dict[str, object]:
     return {p.name: json.loads(p.read_text()) for p in sorted((repo / "metrics/data").glob("*"))}
 
 
+# Deterministic training outputs (model.keras itself embeds its save time).
+TRAINED = ("models/mamba/predictions.parquet", "metrics/train/mamba/metrics.json")
+
+
+def _trained(repo: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256((repo / rel).read_bytes()).hexdigest() for rel in TRAINED}
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
@@ -112,7 +124,9 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options"):
             assert f"{step}@{dataset}" in stages
+    assert "train@mamba" in stages
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
+    first_trained = _trained(clone)
     assert len(first_hashes) == 8 and set(first_metrics) == {"markets.json", "options.json"}
     assert first_metrics["markets.json"]["test"]["oracle_accuracy"] > 0.4
 
@@ -123,6 +137,7 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
         _run(["dvc", "repro", "--force"], clone)
         assert _hashed_outputs(clone) == first_hashes
         assert _data_metrics(clone) == first_metrics
+        assert _trained(clone) == first_trained
 
     # Only judges read the truth, and nothing but a judge consumes what a judge writes.
     lock = _lock(clone)["stages"]
