@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -47,15 +47,11 @@ def _res(tmp: Path, name: str) -> StageResources:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("features")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):
         params = _tiny()
         for step in ("generate", "split_augment", "features", "data_metrics"):
             getattr(pipeline, step)(params, _res(root, step))
         yield root
-    finally:
-        os.chdir(cwd)
 
 
 def _sha(path: Path) -> str:
@@ -107,9 +103,7 @@ def test_scaler_is_fit_on_original_training_rows_only(built: Path, tmp_path: Pat
     # Rewrite validation and test data wildly: the scaler and training features must not move.
     work = tmp_path / "work"
     shutil.copytree(built / "data", work / "data")
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
+    with contextlib.chdir(work):
         for name in ("val", "test"):
             for part in sorted((paths.split("markets") / name).glob("part-*.parquet")):
                 frame = pd.read_parquet(part)
@@ -118,8 +112,6 @@ def test_scaler_is_fit_on_original_training_rows_only(built: Path, tmp_path: Pat
                 frame["volume"] = frame["volume"] * 7
                 write_parquet(part, frame)
         pipeline.features(_tiny(), _res(work, "features"))
-    finally:
-        os.chdir(cwd)
     new = work / paths.features("markets")
     assert _sha(new / "scaler.json") == _sha(feats / "scaler.json")
     for part in sorted((feats / "rows" / "train").glob("*.parquet")):
@@ -134,13 +126,9 @@ def test_quality_gate_names_the_column(built: Path, tmp_path: Path) -> None:
     frame = pd.read_parquet(part)
     frame.loc[frame.index[300], "volume"] = 0
     write_parquet(part, frame)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        with pytest.raises(DataQualityError, match=r"part-00000\.parquet: row 300: volume"):
-            pipeline.features(_tiny(), _res(work, "features"))
-    finally:
-        os.chdir(cwd)
+    gate = r"part-00000\.parquet: row 300: volume"
+    with contextlib.chdir(work), pytest.raises(DataQualityError, match=gate):
+        pipeline.features(_tiny(), _res(work, "features"))
 
 
 def test_finite_gate_names_column_and_respects_the_nan_limit() -> None:

@@ -3,6 +3,7 @@ per-symbol mode under concurrency, and no dependence on the judge-only truth."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,17 +54,13 @@ def _tiny(n_symbols: int = 8) -> Params:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tiny markets features, with data/truth deleted: training must not need it."""
     root = tmp_path_factory.mktemp("train")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):
         params = _tiny()
         for step in ("generate", "split_augment", "features"):
             getattr(markets, step)(params, StageResources(step, root / "res", False))
         shutil.rmtree(paths.truth("markets"))
         (root / "params.yaml").write_text(yaml.safe_dump(to_dict(params)))
         yield root
-    finally:
-        os.chdir(cwd)
 
 
 def _run_stage(cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -150,12 +147,8 @@ def test_trained_model_reloads_with_identical_predictions(two_runs) -> None:
     from reprolab.pipelines.mamba import load_splits
 
     run, _ = two_runs
-    cwd = os.getcwd()
-    os.chdir(run)
-    try:
+    with contextlib.chdir(run):
         data, _, _ = load_splits(MemoryBudget(8192))
-    finally:
-        os.chdir(cwd)
     model = load_keras_model(run / "models/mamba/model.keras")
     p = model.predict(data["test"].x, batch_size=1024, verbose=0).reshape(-1)
     saved = pd.read_parquet(run / "models/mamba/predictions.parquet")["probability"].to_numpy()
@@ -167,14 +160,10 @@ def test_per_symbol_mode_with_eight_concurrent_workers(workdir: Path) -> None:
     from reprolab.pipelines.mamba import load_splits, train_per_symbol
 
     t = replace(_tiny().train.mamba, per_symbol=True, jobs=8, epochs=1, d_model=2, d_state=1)
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with contextlib.chdir(workdir):
         data, names, window = load_splits(MemoryBudget(8192))
         out = workdir / "models/mamba/per_symbol"
         results = train_per_symbol(data, t, seed=1, window=window, n_features=len(names))
-    finally:
-        os.chdir(cwd)
     symbols = sorted(data["test"].windows["symbol"].unique())
     assert len(symbols) == 8 and sorted(r["symbol"] for r in results) == symbols
     registry = json.loads((out / "registry.json").read_text())

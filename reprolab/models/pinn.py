@@ -1,0 +1,826 @@
+"""Physics-informed network for European option prices and Greeks (Black–Scholes PDE).
+
+The network prices CALLS in normalised form ``v = C/K`` as a function of the model coordinates
+``(x = ln(S/K), tau, sigma, r)``; puts come from put-call parity with the same network,
+``P/K = v - e^x + e^{-r tau}``, so parity holds to rounding.
+
+Function (identical in the Keras model and in the numpy serving path :class:`NumpyPinn`)::
+
+    T   = tau + tau_floor                 (tau_floor = 1e-8 y keeps tau = 0 finite)
+    s   = sigma * sqrt(T)                 total volatility to expiry
+    fwd = x + r * tau                     log forward moneyness
+    u   = fwd / s                         forward moneyness in standard deviations
+    features (6): (x - xc)/xh, 2 sqrt(T / tau_max) - 1, (sigma - sc)/sh, (r - rc)/rh,
+                  2 s / (sigma_max sqrt(tau_max)) - 1, tanh(u / u_scale)
+    n   = MLP(features)                   tanh hidden layers, linear scalar output
+    q   = c * s                           c = 1 / (sqrt(2 pi) ln 2): exact ATM value at n = 0
+    v   = e^{-r tau} * q * softplus((e^fwd - 1) / q + n)
+
+``q * softplus(z / q)`` is a softplus localisation of the discounted forward intrinsic value
+``e^{-r tau} max(e^fwd - 1, 0) = max(e^x - e^{-r tau}, 0)``: at expiry it is the payoff, deep in
+the money the forward, deep out of the money zero; the network only learns the correction ``n``.
+
+Greeks (label units, see :mod:`reprolab.blackscholes`) from the derivatives of ``v``:
+``delta = v_x e^{-x}``, ``gamma = (v_xx - v_x) e^{-2x} / K``, ``vega = K v_sigma``,
+``theta = -K v_tau`` (per year), ``rho = K v_r``. The Keras model gets them by automatic
+differentiation, :class:`NumpyPinn` by forward-mode differentiation through the MLP.
+
+PDE (normalised coordinates, per year):
+``R = v_tau - 0.5 sigma^2 v_xx - (r - 0.5 sigma^2) v_x + r v``.
+
+This module does not import TensorFlow at import time: the Keras classes are created on first
+use (``PinnPricer`` attribute access, :func:`build_pinn`, :func:`load_pinn_model`), so the numpy
+serving path stays free of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from reprolab.io import atomic_path
+from reprolab.seeding import int_seed, rng
+
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
+
+    from reprolab.config import GuardParams
+
+log = logging.getLogger(__name__)
+
+COORDS = ("x", "tau", "sigma", "r")
+DERIVATIVES = ("v", "v_x", "v_tau", "v_sigma", "v_r", "v_xx")
+GREEK_NAMES = ("price", "delta", "gamma", "vega", "theta", "rho")
+N_FEATURES = 6
+TAU_FLOOR = 1e-8
+BASE_WIDTH = 1.0 / (math.sqrt(2.0 * math.pi) * math.log(2.0))
+U_SCALE = 4.0
+EXPORT_FORMAT = "reprolab.pinn/1"
+# The declared box of params.yaml (options.generate.domain) in model coordinates.
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
+    "x": (math.log(0.5), math.log(2.0)),
+    "tau": (1.0 / 365.0, 2.0),
+    "sigma": (0.05, 0.8),
+    "r": (0.0, 0.1),
+}
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
+    "price": 1.0,
+    "delta": 0.02,
+    "pde": 1e-3,
+    "terminal": 1.0,
+    "boundary": 1.0,
+}
+LOSS_TERMS = ("price", "delta", "pde", "terminal", "boundary")
+
+
+# --------------------------------------------------------------------------- shared maths
+def pde_residual(v: Any, v_x: Any, v_xx: Any, v_tau: Any, sigma: Any, r: Any) -> Any:
+    """Black–Scholes residual in normalised coordinates (per year); numpy or tensors."""
+    half_var = 0.5 * sigma * sigma
+    return v_tau - half_var * v_xx - (r - half_var) * v_x + r * v
+
+
+def _normalisation(bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    def centre_half(name: str) -> tuple[float, float]:
+        lo, hi = (float(b) for b in bounds[name])
+        half = (hi - lo) / 2.0
+        return (lo + hi) / 2.0, half if half > 0 else 1.0
+
+    xc, xh = centre_half("x")
+    sc, sh = centre_half("sigma")
+    rc, rh = centre_half("r")
+    tau_max = float(bounds["tau"][1])
+    sigma_max = float(bounds["sigma"][1])
+    return {
+        "xc": xc,
+        "xh": xh,
+        "sc": sc,
+        "sh": sh,
+        "rc": rc,
+        "rh": rh,
+        "sqrt_tau_max": math.sqrt(tau_max),
+        "s_max": sigma_max * math.sqrt(tau_max),
+    }
+
+
+def greeks_from_derivatives(
+    d: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    tau: np.ndarray,
+    r: np.ndarray,
+    K: Any = 1.0,
+    kind: Literal["call", "put"] = "call",
+) -> dict[str, np.ndarray]:
+    """Price and Greeks (units of :mod:`reprolab.blackscholes`) from the derivatives of v = C/K.
+
+    Puts use parity on the same network: P/K = v - e^x + e^{-r tau} and its derivatives.
+    """
+    if kind not in ("call", "put"):
+        raise ValueError(f"kind must be 'call' or 'put' (got {kind!r})")
+    x, tau, r = (np.asarray(a, dtype=np.float64) for a in (x, tau, r))
+    K = np.asarray(K, dtype=np.float64)
+    v, v_x, v_xx = d["v"], d["v_x"], d["v_xx"]
+    v_tau, v_sigma, v_r = d["v_tau"], d["v_sigma"], d["v_r"]
+    if kind == "put":
+        ex, disc = np.exp(x), np.exp(-r * tau)
+        v = v - ex + disc
+        v_x = v_x - ex
+        v_xx = v_xx - ex
+        v_tau = v_tau - r * disc
+        v_r = v_r - tau * disc
+    e_mx = np.exp(-x)
+    return {
+        "price": K * v,
+        "delta": v_x * e_mx,
+        "gamma": (v_xx - v_x) * e_mx * e_mx / K,
+        "vega": K * v_sigma,
+        "theta": -K * v_tau,
+        "rho": K * v_r,
+    }
+
+
+def _coords_array(x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (x, tau, sigma, r)))
+    return np.stack([a.ravel() for a in arrays], axis=1)
+
+
+def frame_coords(df: pd.DataFrame) -> np.ndarray:
+    """The (n, 4) float64 array of model coordinates (x, tau, sigma, r) of a frame."""
+    return df[list(COORDS)].to_numpy(dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- numpy path
+class NumpyPinn:
+    """The exported PINN in pure numpy, with analytic (forward-mode) derivatives."""
+
+    def __init__(self, spec: dict[str, Any], kernels: list[np.ndarray], biases: list[np.ndarray]):
+        if spec.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"unknown PINN export format {spec.get('format')!r}")
+        self.spec = spec
+        self.kernels = [np.asarray(k, dtype=np.float64) for k in kernels]
+        self.biases = [np.asarray(b, dtype=np.float64) for b in biases]
+        self._norm = _normalisation({k: tuple(v) for k, v in spec["bounds"].items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> NumpyPinn:
+        """Read a file written by :func:`export_weights`."""
+        with np.load(path, allow_pickle=False) as z:
+            spec = json.loads(bytes(z["spec"]).decode("utf-8"))
+            n = int(spec["n_layers"])
+            kernels = [z[f"kernel_{i}"] for i in range(n)]
+            biases = [z[f"bias_{i}"] for i in range(n)]
+        return cls(spec, kernels, biases)
+
+    def derivatives(self, x: Any, tau: Any, sigma: Any, r: Any) -> dict[str, np.ndarray]:
+        """v = C/K and v_x, v_tau, v_sigma, v_r, v_xx (flattened, broadcast inputs)."""
+        c = _coords_array(x, tau, sigma, r)
+        x, tau, sigma, r = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+        sp, nm = self.spec, self._norm
+        n = len(x)
+        zero, one = np.zeros(n), np.ones(n)
+        T = tau + sp["tau_floor"]
+        sq = np.sqrt(T)
+        s = sigma * sq
+        ds = np.stack([zero, sigma / (2.0 * sq), sq, zero], axis=1)  # (n, 4): d/d(x,tau,sig,r)
+        fwd = x + r * tau
+        dfwd = np.stack([one, r, zero, tau], axis=1)
+        u = fwd / s
+        du = (dfwd - u[:, None] * ds) / s[:, None]
+        tu = np.tanh(u / sp["u_scale"])
+        dtu_du = (1.0 - tu * tu) / sp["u_scale"]
+        F = np.stack(
+            [
+                (x - nm["xc"]) / nm["xh"],
+                2.0 * sq / nm["sqrt_tau_max"] - 1.0,
+                (sigma - nm["sc"]) / nm["sh"],
+                (r - nm["rc"]) / nm["rh"],
+                2.0 * s / nm["s_max"] - 1.0,
+                tu,
+            ],
+            axis=1,
+        )
+        dF = np.zeros((n, N_FEATURES, 4))
+        dF[:, 0, 0] = 1.0 / nm["xh"]
+        dF[:, 1, 1] = 1.0 / (sq * nm["sqrt_tau_max"])
+        dF[:, 2, 2] = 1.0 / nm["sh"]
+        dF[:, 3, 3] = 1.0 / nm["rh"]
+        dF[:, 4, :] = 2.0 * ds / nm["s_max"]
+        dF[:, 5, :] = dtu_du[:, None] * du
+        Fxx = np.zeros((n, N_FEATURES))
+        Fxx[:, 5] = -2.0 * tu * dtu_du / sp["u_scale"] * du[:, 0] ** 2
+        # forward mode through the MLP: values, 4 first derivatives, d2/dx2
+        a, da, axx = F, dF, Fxx
+        last = len(self.kernels) - 1
+        for i, (W, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            z = a @ W + b
+            dz = np.einsum("nik,ij->njk", da, W)
+            zxx = axx @ W
+            if i == last:
+                a, da, axx = z, dz, zxx
+                break
+            h = np.tanh(z)
+            g1 = 1.0 - h * h
+            a = h
+            axx = g1 * zxx - 2.0 * h * g1 * dz[:, :, 0] ** 2
+            da = g1[:, :, None] * dz
+        nn, dn, nxx = a[:, 0], da[:, 0, :], axx[:, 0]
+        # head: v = D q softplus(A), A = z / q + n
+        D = np.exp(-r * tau)
+        dD = np.stack([zero, -r * D, zero, -tau * D], axis=1)
+        q = sp["base_width"] * s
+        dq = sp["base_width"] * ds
+        E = np.exp(fwd)
+        zz = E - 1.0
+        dzz = E[:, None] * dfwd
+        A = zz / q + nn
+        dA = dzz / q[:, None] - (zz / (q * q))[:, None] * dq + dn
+        Axx = E / q + nxx
+        P = np.logaddexp(0.0, A)
+        sA = 0.5 * (1.0 + np.tanh(0.5 * A))
+        v = D * q * P
+        dv = (dD * (q * P)[:, None]) + (D * P)[:, None] * dq + (D * q * sA)[:, None] * dA
+        v_xx = D * q * (sA * Axx + sA * (1.0 - sA) * dA[:, 0] ** 2)
+        return {
+            "v": v,
+            "v_x": dv[:, 0],
+            "v_tau": dv[:, 1],
+            "v_sigma": dv[:, 2],
+            "v_r": dv[:, 3],
+            "v_xx": v_xx,
+        }
+
+    def price_k(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+        """v = C/K only (same as ``derivatives(...)['v']``)."""
+        return self.derivatives(x, tau, sigma, r)["v"]
+
+    def greeks(
+        self,
+        S: Any,
+        K: Any,
+        tau: Any,
+        sigma: Any,
+        r: Any,
+        kind: Literal["call", "put"] = "call",
+    ) -> dict[str, np.ndarray]:
+        """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
+        S, K, tau, sigma, r = (
+            a.ravel()
+            for a in np.broadcast_arrays(
+                *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
+            )
+        )
+        x = np.log(S / K)
+        d = self.derivatives(x, tau, sigma, r)
+        return greeks_from_derivatives(d, x, tau, r, K, kind)
+
+    def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+        """The PDE residual R of the network at the points (per year)."""
+        c = _coords_array(x, tau, sigma, r)
+        d = self.derivatives(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
+        return pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], c[:, 2], c[:, 3])
+
+
+# --------------------------------------------------------------------------- Keras model
+@functools.cache
+def _keras_classes() -> dict[str, type]:
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="reprolab")
+    class PinnPricer(keras.Model):
+        """v = C/K of a European call (see the module docstring); trains with its own steps.
+
+        ``call`` takes a (batch, 4) array of (x, tau, sigma, r), or a dict whose ``"data"``
+        entry is one, and returns v with shape (batch, 1). ``train_step`` takes
+        ``x = {"data", optional "interior", "terminal", "boundary"}`` (each (batch, 4)) and
+        ``y = {"data": (batch, 2) call_price_k and call_delta, "terminal"/"boundary":
+        (batch, 1) call_price_k}``: the loss terms present are the keys present.
+        """
+
+        def __init__(
+            self,
+            hidden: int = 48,
+            depth: int = 3,
+            bounds: Mapping[str, Any] | None = None,
+            loss_weights: Mapping[str, float] | None = None,
+            seed: int = 0,
+            tau_floor: float = TAU_FLOOR,
+            base_width: float = BASE_WIDTH,
+            u_scale: float = U_SCALE,
+            **kwargs: Any,
+        ) -> None:
+            kwargs.setdefault("dtype", "float64")
+            super().__init__(**kwargs)
+            self.hidden = int(hidden)
+            self.depth = int(depth)
+            b = dict(DEFAULT_BOUNDS) if bounds is None else dict(bounds)
+            self.bounds = {k: [float(b[k][0]), float(b[k][1])] for k in COORDS}
+            self.pinn_loss_weights = {**DEFAULT_LOSS_WEIGHTS, **dict(loss_weights or {})}
+            self.seed = int(seed)
+            self.tau_floor = float(tau_floor)
+            self.base_width = float(base_width)
+            self.u_scale = float(u_scale)
+            self._norm = _normalisation(self.bounds)
+            self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_TERMS)}
+
+        def build(self, input_shape: Any = None) -> None:
+            sizes = [N_FEATURES, *([self.hidden] * self.depth), 1]
+            self.kernels = []
+            self.biases = []
+            for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+                last = i == len(sizes) - 2
+                init = (
+                    keras.initializers.Zeros()
+                    if last
+                    else keras.initializers.GlorotUniform(seed=int_seed(self.seed, "pinn", i))
+                )
+                self.kernels.append(
+                    self.add_weight(
+                        shape=(n_in, n_out), initializer=init, name=f"kernel_{i}", dtype="float64"
+                    )
+                )
+                self.biases.append(
+                    self.add_weight(
+                        shape=(n_out,), initializer="zeros", name=f"bias_{i}", dtype="float64"
+                    )
+                )
+            self.built = True
+
+        # ---------------------------------------------------------------- the function
+        def price_k_tensor(self, coords: tf.Tensor) -> tf.Tensor:
+            """v (batch,) for a float64 (batch, 4) tensor of raw coordinates."""
+            nm = self._norm
+            x, tau, sigma, r = (coords[:, i] for i in range(4))
+            sq = tf.sqrt(tau + self.tau_floor)
+            s = sigma * sq
+            fwd = x + r * tau
+            u = fwd / s
+            feats = tf.stack(
+                [
+                    (x - nm["xc"]) / nm["xh"],
+                    2.0 * sq / nm["sqrt_tau_max"] - 1.0,
+                    (sigma - nm["sc"]) / nm["sh"],
+                    (r - nm["rc"]) / nm["rh"],
+                    2.0 * s / nm["s_max"] - 1.0,
+                    tf.tanh(u / self.u_scale),
+                ],
+                axis=1,
+            )
+            h = feats
+            last = len(self.kernels) - 1
+            for i, (W, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+                h = tf.matmul(h, W) + b
+                if i < last:
+                    h = tf.tanh(h)
+            n = h[:, 0]
+            q = self.base_width * s
+            A = (tf.exp(fwd) - 1.0) / q + n
+            return tf.exp(-r * tau) * q * tf.nn.softplus(A)
+
+        def call(self, inputs: Any) -> tf.Tensor:
+            if isinstance(inputs, dict):
+                inputs = inputs["data"]
+            coords = tf.cast(inputs, tf.float64)
+            return self.price_k_tensor(coords)[:, None]
+
+        def derivative_tensors(
+            self, coords: tf.Tensor, second: bool = True
+        ) -> dict[str, tf.Tensor]:
+            """v and its first derivatives (and v_xx when ``second``) by autodiff."""
+            coords = tf.cast(coords, tf.float64)
+            with tf.GradientTape() as outer:
+                outer.watch(coords)
+                with tf.GradientTape() as inner:
+                    inner.watch(coords)
+                    v = self.price_k_tensor(coords)
+                g = inner.gradient(v, coords)
+                g_x = g[:, 0]
+            out = {
+                "v": v,
+                "v_x": g_x,
+                "v_tau": g[:, 1],
+                "v_sigma": g[:, 2],
+                "v_r": g[:, 3],
+            }
+            if second:
+                out["v_xx"] = outer.gradient(g_x, coords)[:, 0]
+            return out
+
+        def derivatives(
+            self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 65536
+        ) -> dict[str, np.ndarray]:
+            """Numpy v and its derivatives (names of :data:`DERIVATIVES`), in chunks."""
+            c = _coords_array(x, tau, sigma, r)
+            parts = []
+            for i in range(0, len(c), chunk):
+                d = self._derivatives_fn(tf.constant(c[i : i + chunk]))
+                parts.append({k: t.numpy() for k, t in d.items()})
+            return {k: np.concatenate([p[k] for p in parts]) for k in DERIVATIVES}
+
+        @property
+        def _derivatives_fn(self) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+            fn = self.__dict__.get("_cached_derivatives_fn")
+            if fn is None:
+                fn = tf.function(
+                    self.derivative_tensors,
+                    input_signature=[tf.TensorSpec([None, 4], tf.float64)],
+                    reduce_retracing=True,
+                )
+                self.__dict__["_cached_derivatives_fn"] = fn
+            return fn
+
+        def greeks(
+            self,
+            S: Any,
+            K: Any,
+            tau: Any,
+            sigma: Any,
+            r: Any,
+            kind: Literal["call", "put"] = "call",
+        ) -> dict[str, np.ndarray]:
+            """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
+            S, K, tau, sigma, r = (
+                a.ravel()
+                for a in np.broadcast_arrays(
+                    *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
+                )
+            )
+            x = np.log(S / K)
+            return greeks_from_derivatives(self.derivatives(x, tau, sigma, r), x, tau, r, K, kind)
+
+        def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+            """The PDE residual R at the points (per year)."""
+            c = _coords_array(x, tau, sigma, r)
+            d = self.derivatives(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
+            return pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], c[:, 2], c[:, 3])
+
+        # ---------------------------------------------------------------- training
+        def loss_terms(self, x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+            """The per-term mean squared errors present in the batch (see the class doc)."""
+            terms: dict[str, tf.Tensor] = {}
+            data = tf.cast(x["data"], tf.float64)
+            target = tf.cast(y["data"], tf.float64)
+            d = self.derivative_tensors(data, second=False)
+            terms["price"] = tf.reduce_mean(tf.square(d["v"] - target[:, 0]))
+            delta = d["v_x"] * tf.exp(-data[:, 0])
+            terms["delta"] = tf.reduce_mean(tf.square(delta - target[:, 1]))
+            if "interior" in x:
+                pts = tf.cast(x["interior"], tf.float64)
+                di = self.derivative_tensors(pts, second=True)
+                sigma, r = pts[:, 2], pts[:, 3]
+                res = pde_residual(di["v"], di["v_x"], di["v_xx"], di["v_tau"], sigma, r)
+                # time-weighted: R sqrt(tau) is a price error per sqrt(year)
+                weighted = res * tf.sqrt(pts[:, 1] + self.tau_floor)
+                terms["pde"] = tf.reduce_mean(tf.square(weighted))
+            for name in ("terminal", "boundary"):
+                if name in x:
+                    v = self.price_k_tensor(tf.cast(x[name], tf.float64))
+                    tgt = tf.reshape(tf.cast(y[name], tf.float64), [-1])
+                    terms[name] = tf.reduce_mean(tf.square(v - tgt))
+            return terms
+
+        def _total(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
+            return tf.add_n([self.pinn_loss_weights[k] * t for k, t in terms.items()])
+
+        def _report(self, loss: tf.Tensor, terms: Mapping[str, tf.Tensor]) -> dict[str, Any]:
+            self.trackers["loss"].update_state(loss)
+            for k, t in terms.items():
+                self.trackers[k].update_state(t)
+            return {k: self.trackers[k].result() for k in ("loss", *terms)}
+
+        def train_step(self, data: Any) -> dict[str, Any]:
+            x, y = data[0], data[1]
+            with tf.GradientTape() as tape:
+                terms = self.loss_terms(x, y)
+                loss = self._total(terms)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return self._report(loss, terms)
+
+        def test_step(self, data: Any) -> dict[str, Any]:
+            x, y = data[0], data[1]
+            terms = self.loss_terms({"data": x["data"]}, {"data": y["data"]})
+            return self._report(self._total(terms), terms)
+
+        @property
+        def metrics(self) -> list[Any]:
+            return list(self.trackers.values())
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                "name": self.name,
+                "trainable": self.trainable,
+                "dtype": "float64",
+                "hidden": self.hidden,
+                "depth": self.depth,
+                "bounds": self.bounds,
+                "loss_weights": dict(self.pinn_loss_weights),
+                "seed": self.seed,
+                "tau_floor": self.tau_floor,
+                "base_width": self.base_width,
+                "u_scale": self.u_scale,
+            }
+
+        @classmethod
+        def from_config(cls, config: dict[str, Any]) -> PinnPricer:
+            return cls(**config)
+
+    return {"PinnPricer": PinnPricer}
+
+
+def __getattr__(name: str) -> Any:  # PinnPricer is created (and registered) on first use
+    if name == "PinnPricer":
+        return _keras_classes()["PinnPricer"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_pinn(
+    hidden: int = 48,
+    depth: int = 3,
+    bounds: Mapping[str, Any] | None = None,
+    loss_weights: Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> keras.Model:
+    """A built (weights created) :class:`PinnPricer`."""
+    cls = _keras_classes()["PinnPricer"]
+    model = cls(hidden=hidden, depth=depth, bounds=bounds, loss_weights=loss_weights, seed=seed)
+    model.build((None, 4))
+    return model
+
+
+def load_pinn_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file of a :class:`PinnPricer` (registers the class first)."""
+    import keras
+
+    _keras_classes()
+    return keras.models.load_model(path, compile=compile)
+
+
+def pinn_compile_kwargs(learning_rate: float) -> dict[str, Any]:
+    """Adam with a float learning rate (the guard halves it on NaN); no XLA (slower on CPU)."""
+    import keras
+
+    return {"optimizer": keras.optimizers.Adam(learning_rate=learning_rate), "jit_compile": False}
+
+
+# --------------------------------------------------------------------------- export
+def export_weights(model: keras.Model, path: str | Path) -> Path:
+    """Write every weight plus a JSON spec of the transforms to ``path`` (.npz), atomically."""
+    spec = {
+        "format": EXPORT_FORMAT,
+        "inputs": list(COORDS),
+        "output": "v = C/K of a call = exp(-r tau) q softplus((exp(x + r tau) - 1) / q + n), "
+        "q = base_width sigma sqrt(tau + tau_floor); puts by parity",
+        "features": [
+            "(x - xc)/xh",
+            "2 sqrt(tau + tau_floor)/sqrt(tau_max) - 1",
+            "(sigma - sc)/sh",
+            "(r - rc)/rh",
+            "2 s/(sigma_max sqrt(tau_max)) - 1",
+            "tanh(((x + r tau)/s)/u_scale)",
+        ],
+        "activation": "tanh",
+        "n_layers": len(model.kernels),
+        "hidden": model.hidden,
+        "depth": model.depth,
+        "bounds": model.bounds,
+        "tau_floor": model.tau_floor,
+        "base_width": model.base_width,
+        "u_scale": model.u_scale,
+    }
+    payload: dict[str, np.ndarray] = {
+        "spec": np.frombuffer(json.dumps(spec, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    }
+    for i, (W, b) in enumerate(zip(model.kernels, model.biases, strict=True)):
+        payload[f"kernel_{i}"] = np.asarray(W.numpy(), dtype=np.float64)
+        payload[f"bias_{i}"] = np.asarray(b.numpy(), dtype=np.float64)
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
+    return path
+
+
+# --------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class PinnTrainParams:
+    """Defaults sized for about 5-6 minutes on a 2-core CPU (364k training rows).
+
+    A phase runs one :func:`train_guarded` call per entry of its learning-rate tuple
+    (``<phase>_<i>``, ``epochs_*`` epochs each): a piecewise-constant decay that keeps the
+    guard's NaN halving usable (it needs a float learning rate). Each call draws its own
+    ``rows_per_epoch`` training rows (seeded by its name), so the phases see most of the data.
+    """
+
+    hidden: int = 48
+    depth: int = 3
+    batch_size: int = 1024
+    rows_per_epoch: int = 65536
+    epochs_supervised: int = 12
+    lr_supervised: tuple[float, ...] = (3e-3, 1e-3, 3e-4)
+    epochs_physics: int = 12
+    lr_physics: tuple[float, ...] = (1e-3, 3e-4, 1e-4)
+    epochs_rar: int = 8  # per refinement round
+    lr_rar: tuple[float, ...] = (1e-4, 5e-5)  # one round per entry
+    rar_candidates: int = 20000
+    rar_points: int = 4000
+    rar_repeat: int = 4  # copies of each refined point added to the interior set
+    n_val: int = 16384
+    patience: int = 4
+    loss_weights: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS)
+    )
+
+
+@dataclass
+class PinnTrainResult:
+    model: keras.Model
+    history: list[dict[str, Any]]  # {"phase", "epoch", **logs} per completed epoch
+    events: list[str]
+    seconds: dict[str, float]  # wall time per train_guarded call (phase name)
+    rar_points: np.ndarray  # (m, 4) interior points added by refinement (before repetition)
+
+
+EpochHook = Callable[[str, int, dict[str, float]], None]
+
+
+def _tile(gen: np.random.Generator, n_rows: int, n_pool: int) -> np.ndarray:
+    """``n_rows`` indices into a pool of ``n_pool``: whole permutations, then a partial one."""
+    reps = -(-n_rows // n_pool)
+    return np.concatenate([gen.permutation(n_pool) for _ in range(reps)])[:n_rows]
+
+
+@contextlib.contextmanager
+def _floatx(dtype: str) -> Iterator[None]:
+    """Keras casts float arrays given to fit/evaluate to floatx: keep them float64 here."""
+    import keras
+
+    old = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(old)
+
+
+def train_pinn(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    collocation: Mapping[str, pd.DataFrame],
+    *,
+    seed: int,
+    checkpoint_dir: str | Path,
+    params: PinnTrainParams | None = None,
+    guard: GuardParams | None = None,
+    bounds: Mapping[str, Any] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    candidate_sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+    fingerprint: str = "",
+    verbose: int = 0,
+) -> PinnTrainResult:
+    """Train a :class:`PinnPricer` in three phases, every step through ``train_guarded``.
+
+    1. ``supervised_<i>``: price and delta labels (``call_price_k``, ``call_delta``) of
+       ``train`` (columns x, tau, sigma, r).
+    2. ``physics_<i>``: the same plus the PDE residual on ``collocation["interior"]`` and the
+       terminal / boundary conditions (``call_price_k`` of those sets), weighted by
+       ``params.loss_weights``.
+    3. ``rar_<k>``: residual-based adaptive refinement, one round per ``params.lr_rar`` entry:
+       |R| is evaluated on ``rar_candidates`` points drawn with ``rng(seed, "pinn", "rar", k)``
+       (``candidate_sampler(gen, n)`` -> (n, 4) coordinates if given, else a draw from the
+       interior pool, which already excludes the held-out band), the ``rar_points`` largest
+       join the interior set ``rar_repeat`` times, and training continues.
+
+    Validation (early stopping, best weights) is the supervised loss on ``n_val`` rows of
+    ``val``. ``on_epoch_end(phase, epoch, logs)`` gets the per-term training losses
+    (``price``, ``delta``, ``pde``, ``terminal``, ``boundary``, ``loss``), ``val_*`` and
+    ``val_price_rel_l2`` / ``val_delta_rmse``. Each step checkpoints under
+    ``checkpoint_dir/<phase>`` (removed when it completes), so an interrupted run resumes.
+    Deterministic on CPU: every random choice hangs off ``seed``.
+    """
+    from reprolab.config import GuardParams
+    from reprolab.training import train_guarded
+
+    p = params or PinnTrainParams()
+    guard = guard or GuardParams()
+    checkpoint_dir = Path(checkpoint_dir)
+    bounds = DEFAULT_BOUNDS if bounds is None else bounds
+    events: list[str] = []
+    history: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+
+    x_all = frame_coords(train)
+    y_all = train[["call_price_k", "call_delta"]].to_numpy(dtype=np.float64)
+    vi = np.sort(rng(seed, "pinn", "val").permutation(len(val))[: min(p.n_val, len(val))])
+    x_val = {"data": frame_coords(val)[vi]}
+    y_val = {"data": val[["call_price_k", "call_delta"]].to_numpy(dtype=np.float64)[vi]}
+    mean_sq_price = float(np.mean(y_val["data"][:, 0] ** 2))
+
+    interior = frame_coords(collocation["interior"])
+    terminal = frame_coords(collocation["terminal"])
+    terminal_y = collocation["terminal"]["call_price_k"].to_numpy(dtype=np.float64)[:, None]
+    boundary = frame_coords(collocation["boundary"])
+    boundary_y = collocation["boundary"]["call_price_k"].to_numpy(dtype=np.float64)[:, None]
+
+    weights: list[np.ndarray] | None = None
+    setup = json.dumps({"params": dataclasses.asdict(p), "bounds": bounds}, sort_keys=True)
+
+    def build() -> keras.Model:
+        model = build_pinn(
+            hidden=p.hidden, depth=p.depth, bounds=bounds, loss_weights=p.loss_weights, seed=seed
+        )
+        if weights is not None:  # continue from the previous step
+            for var, w in zip(model.trainable_variables, weights, strict=True):
+                var.assign(w)
+        return model
+
+    def rows(phase: str, pool: np.ndarray | None) -> tuple[dict, dict]:
+        n = min(p.rows_per_epoch, len(x_all))
+        idx = np.sort(rng(seed, "pinn", "rows", phase).permutation(len(x_all))[:n])
+        x = {"data": x_all[idx]}
+        y = {"data": y_all[idx]}
+        if pool is not None:
+            x["interior"] = pool[_tile(rng(seed, "pinn", "tile", phase, "interior"), n, len(pool))]
+            t = _tile(rng(seed, "pinn", "tile", phase, "terminal"), n, len(terminal))
+            b = _tile(rng(seed, "pinn", "tile", phase, "boundary"), n, len(boundary))
+            x["terminal"], y["terminal"] = terminal[t], terminal_y[t]
+            x["boundary"], y["boundary"] = boundary[b], boundary_y[b]
+        return x, y
+
+    def run(phase: str, epochs: int, lr: float, pool: np.ndarray | None) -> keras.Model:
+        nonlocal weights
+        x, y = rows(phase, pool)
+
+        def hook(epoch: int, logs: dict[str, float]) -> None:
+            logs = dict(logs)
+            if "val_price" in logs:
+                logs["val_price_rel_l2"] = math.sqrt(logs["val_price"] / mean_sq_price)
+            if "val_delta" in logs:
+                logs["val_delta_rmse"] = math.sqrt(logs["val_delta"])
+            history.append({"phase": phase, "epoch": epoch, **logs})
+            if on_epoch_end is not None:
+                on_epoch_end(phase, epoch, logs)
+
+        start = time.perf_counter()
+        result = train_guarded(
+            build,
+            x,
+            y,
+            x_val,
+            y_val,
+            epochs=epochs,
+            batch_size=p.batch_size,
+            learning_rate=lr,
+            patience=p.patience,
+            seed=int_seed(seed, "pinn", phase),
+            checkpoint_dir=checkpoint_dir / phase,
+            guard=guard,
+            on_epoch_end=hook,
+            verbose=verbose,
+            compile_kwargs=pinn_compile_kwargs,
+            fingerprint=f"{fingerprint}|pinn|{phase}|{setup}",
+        )
+        seconds[phase] = time.perf_counter() - start
+        events.extend(f"{phase}: {e}" for e in result.events)
+        weights = [np.array(v.numpy(), copy=True) for v in result.model.trainable_variables]
+        return result.model
+
+    added: list[np.ndarray] = []
+    with _floatx("float64"):
+        for i, lr in enumerate(p.lr_supervised):
+            model = run(f"supervised_{i}", p.epochs_supervised, lr, None)
+        for i, lr in enumerate(p.lr_physics):
+            model = run(f"physics_{i}", p.epochs_physics, lr, interior)
+        pool = interior
+        for k, lr in enumerate(p.lr_rar):
+            gen = rng(seed, "pinn", "rar", k)
+            if candidate_sampler is not None:
+                cand = np.asarray(candidate_sampler(gen, p.rar_candidates), dtype=np.float64)
+            else:
+                take = min(p.rar_candidates, len(interior))
+                cand = interior[np.sort(gen.choice(len(interior), take, replace=False))]
+            res = np.abs(model.residual(cand[:, 0], cand[:, 1], cand[:, 2], cand[:, 3]))
+            top = np.argsort(-res, kind="stable")[: p.rar_points]
+            events.append(
+                f"rar_{k}: |R| on {len(cand)} candidates: median {np.median(res):.3g}, "
+                f"max {res.max():.3g}; added the {len(top)} largest x{p.rar_repeat}"
+            )
+            added.append(cand[top])
+            pool = np.concatenate([pool, *([cand[top]] * p.rar_repeat)])
+            model = run(f"rar_{k}", p.epochs_rar, lr, pool)
+    rar = np.concatenate(added) if added else np.zeros((0, 4))
+    return PinnTrainResult(
+        model=model, history=history, events=events, seconds=seconds, rar_points=rar
+    )
