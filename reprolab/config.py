@@ -266,8 +266,46 @@ class MambaTrainParams:
 
 
 @dataclass(frozen=True)
+class PinnLossWeights:
+    price: float = _bounded(1.0, ge=0.0)
+    delta: float = _bounded(0.1, ge=0.0)
+    pde: float = _bounded(0.01, ge=0.0)
+    terminal: float = _bounded(1.0, ge=0.0)
+    boundary: float = _bounded(1.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class PinnTrainParams:
+    """Each phase runs one guarded call per learning rate in its list (a step decay)."""
+
+    hidden: int = _bounded(64, ge=1, le=4096)
+    depth: int = _bounded(3, ge=1, le=64)
+    batch_size: int = _bounded(256, ge=1, le=1_000_000)
+    rows_per_epoch: int = _bounded(65536, ge=1)
+    epochs_supervised: int = _bounded(15, ge=0, le=10_000)
+    lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
+    epochs_physics: int = _bounded(12, ge=0, le=10_000)
+    lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
+    epochs_rar: int = _bounded(8, ge=0, le=10_000)  # per refinement round
+    lr_rar: list[float] = _list([1e-4, 5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
+    rar_candidates: int = _bounded(20000, ge=1)
+    rar_points: int = _bounded(4000, ge=1)
+    rar_repeat: int = _bounded(4, ge=1, le=1000)
+    n_val: int = _bounded(16384, ge=1)
+    patience: int = _bounded(4, ge=1)
+    adam_epsilon: float = _bounded(1e-12, gt=0.0, le=1.0)
+    loss_weights: PinnLossWeights = field(default_factory=PinnLossWeights)
+    guard: GuardParams = field(default_factory=GuardParams)
+
+    def validate(self, path: str) -> None:
+        if self.rar_points > self.rar_candidates:
+            _fail(f"{path}.rar_points", self.rar_points, "a value <= rar_candidates")
+
+
+@dataclass(frozen=True)
 class TrainParams:
     mamba: MambaTrainParams = field(default_factory=MambaTrainParams)
+    pinn: PinnTrainParams = field(default_factory=PinnTrainParams)
 
 
 # --------------------------------------------------------------------------- top level

@@ -23,6 +23,17 @@ from reprolab.errors import DataQualityError, DependencyError
 PathLike = str | os.PathLike[str]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create owner-only files; outputs get the usual permissions instead.
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     """Persist a rename: the directory entry itself must reach the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -45,6 +56,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     finally:
@@ -99,6 +111,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
                 with open(os.path.join(root, name), "rb") as fh:
                     os.fsync(fh.fileno())
             _fsync_dir(Path(root))
+        os.chmod(tmp, _DIR_MODE)
         if final.exists():
             old = final.parent / f".{final.name}.old.tmp"
             os.replace(final, old)

@@ -30,7 +30,21 @@ TINY = {
         "features": {"window": 20},
     },
     "train": {
-        "mamba": {"d_model": 4, "d_state": 2, "epochs": 1, "batch_size": 256, "bootstrap": 20}
+        "mamba": {"d_model": 4, "d_state": 2, "epochs": 1, "batch_size": 256, "bootstrap": 20},
+        "pinn": {
+            "hidden": 8,
+            "depth": 2,
+            "rows_per_epoch": 512,
+            "epochs_supervised": 1,
+            "lr_supervised": [0.003],
+            "epochs_physics": 1,
+            "lr_physics": [0.001],
+            "epochs_rar": 1,
+            "lr_rar": [0.0001],
+            "rar_candidates": 256,
+            "rar_points": 32,
+            "n_val": 256,
+        },
     },
     "options": {
         "generate": {"n_contracts": 3000, "chunk_rows": 1000},
@@ -109,7 +123,11 @@ def _data_metrics(repo: Path) -> dict[str, object]:
 
 
 # Deterministic training outputs (model.keras itself embeds its save time).
-TRAINED = ("models/mamba/predictions.parquet", "metrics/train/mamba/metrics.json")
+TRAINED = (
+    "models/mamba/predictions.parquet",
+    "metrics/train/mamba/metrics.json",
+    "metrics/train/pinn/metrics.json",
+)
 
 
 def _trained(repo: Path) -> dict[str, str]:
@@ -124,7 +142,7 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options"):
             assert f"{step}@{dataset}" in stages
-    assert "train@mamba" in stages
+    assert {"train@mamba", "train@pinn"} <= stages
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
     assert len(first_hashes) == 8 and set(first_metrics) == {"markets.json", "options.json"}

@@ -137,3 +137,15 @@ def test_concurrent_locked_updates_lose_nothing(tmp_path: Path) -> None:
     assert state["count"] == workers * updates
     assert state["by_worker"] == {str(w): updates for w in range(workers)}
     assert failures.value == 0
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

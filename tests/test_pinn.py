@@ -130,6 +130,9 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
             scale = np.maximum(1.0, np.abs(want[name]))
             assert np.max(np.abs(got[name] - want[name]) / scale) < 1e-6, (kind, name)
     np.testing.assert_allclose(served.residual(**p), model.residual(**p), rtol=1e-9, atol=1e-9)
+    whole, chunked = served.derivatives(**p), served.derivatives(**p, chunk=128)
+    for k in pinn.DERIVATIVES:
+        np.testing.assert_array_equal(whole[k], chunked[k])
 
 
 def test_exported_file_is_small(tmp_path: Path) -> None:
@@ -213,13 +216,21 @@ def _train(tmp_path: Path, name: str, seen: list | None = None) -> pinn.PinnTrai
     )
 
 
-@pytest.mark.slow
-def test_training_is_deterministic_and_reduces_the_loss(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pinn.PinnTrainResult, list]:
     seen: list = []
-    a = _train(tmp_path, "a", seen)
+    return _train(tmp_path_factory.mktemp("pinn_ref"), "a", seen), seen
+
+
+def _weights(result: pinn.PinnTrainResult) -> list[np.ndarray]:
+    return [v.numpy() for v in result.model.trainable_variables]
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_reduces_the_loss(reference, tmp_path: Path) -> None:
+    a, seen = reference
     b = _train(tmp_path, "b")
-    wa = [v.numpy() for v in a.model.trainable_variables]
-    wb = [v.numpy() for v in b.model.trainable_variables]
+    wa, wb = _weights(a), _weights(b)
     assert len(wa) == len(wb) == 6
     for x, y in zip(wa, wb, strict=True):
         np.testing.assert_array_equal(x, y)
@@ -233,4 +244,32 @@ def test_training_is_deterministic_and_reduces_the_loss(tmp_path: Path) -> None:
     assert sup[-1]["val_loss"] < sup[0]["val_loss"]
     phys = seen[3][2]
     assert {"price", "delta", "pde", "terminal", "boundary", "val_price_rel_l2"} <= phys.keys()
-    assert not (tmp_path / "a" / "supervised_0").exists()  # the guard removes its checkpoints
+    assert not (tmp_path / "b").exists()  # checkpoints and step records are cleaned up
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_to_the_same_weights(reference, tmp_path: Path) -> None:
+    def stop(phase: str, epoch: int, logs: dict[str, float]) -> None:
+        if phase == "physics_0":
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        pinn.train_pinn(
+            _frame(400, 11),
+            _frame(128, 12),
+            _collocation(13),
+            seed=5,
+            checkpoint_dir=tmp_path / "c",
+            params=TINY,
+            on_epoch_end=stop,
+        )
+    assert (tmp_path / "c" / "supervised_0.done.npz").exists()
+    seen: list = []
+    c = _train(tmp_path, "c", seen)
+    assert [s[0] for s in seen] == ["rar_0"]  # the completed steps are not trained again
+    for x, y in zip(_weights(reference[0]), _weights(c), strict=True):
+        np.testing.assert_array_equal(x, y)

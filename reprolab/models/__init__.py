@@ -10,6 +10,8 @@ def load_keras_model(path: str | Path, compile: bool = True) -> Any:
     """Load a ``.keras`` model saved by the pipeline, with every custom class registered."""
     import keras
 
-    from reprolab.models import keras_metrics, mamba  # noqa: F401  (registers custom objects)
+    from reprolab.models import keras_metrics, mamba, pinn  # noqa: F401  (registers classes)
+
+    _ = pinn.PinnPricer  # created and registered on first access
 
     return keras.models.load_model(path, compile=compile)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from reprolab.config import PinnLossWeights, PinnTrainParams
 from reprolab.io import atomic_path
 from reprolab.seeding import int_seed, rng
 
@@ -76,13 +77,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "sigma": (0.05, 0.8),
     "r": (0.0, 0.1),
 }
-DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
-    "price": 1.0,
-    "delta": 0.02,
-    "pde": 1e-3,
-    "terminal": 1.0,
-    "boundary": 1.0,
-}
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = dataclasses.asdict(PinnLossWeights())
 LOSS_TERMS = ("price", "delta", "pde", "terminal", "boundary")
 
 
@@ -184,9 +179,21 @@ class NumpyPinn:
             biases = [z[f"bias_{i}"] for i in range(n)]
         return cls(spec, kernels, biases)
 
-    def derivatives(self, x: Any, tau: Any, sigma: Any, r: Any) -> dict[str, np.ndarray]:
-        """v = C/K and v_x, v_tau, v_sigma, v_r, v_xx (flattened, broadcast inputs)."""
+    def derivatives(
+        self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 8192
+    ) -> dict[str, np.ndarray]:
+        """v = C/K and v_x, v_tau, v_sigma, v_r, v_xx (flattened, broadcast inputs).
+
+        Evaluated ``chunk`` rows at a time: the forward-mode tangents take
+        (rows, width, 4) floats per layer.
+        """
         c = _coords_array(x, tau, sigma, r)
+        if len(c) <= chunk:
+            return self._derivatives(c)
+        parts = [self._derivatives(c[i : i + chunk]) for i in range(0, len(c), chunk)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in DERIVATIVES}
+
+    def _derivatives(self, c: np.ndarray) -> dict[str, np.ndarray]:
         x, tau, sigma, r = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
         sp, nm = self.spec, self._norm
         n = len(x)
@@ -212,13 +219,14 @@ class NumpyPinn:
             ],
             axis=1,
         )
-        dF = np.zeros((n, N_FEATURES, 4))
-        dF[:, 0, 0] = 1.0 / nm["xh"]
-        dF[:, 1, 1] = 1.0 / (sq * nm["sqrt_tau_max"])
-        dF[:, 2, 2] = 1.0 / nm["sh"]
-        dF[:, 3, 3] = 1.0 / nm["rh"]
-        dF[:, 4, :] = 2.0 * ds / nm["s_max"]
-        dF[:, 5, :] = dtu_du[:, None] * du
+        # tangents are (4, n, width): one (n, width) slab per direction x, tau, sigma, r
+        dF = np.zeros((4, n, N_FEATURES))
+        dF[0, :, 0] = 1.0 / nm["xh"]
+        dF[1, :, 1] = 1.0 / (sq * nm["sqrt_tau_max"])
+        dF[2, :, 2] = 1.0 / nm["sh"]
+        dF[3, :, 3] = 1.0 / nm["rh"]
+        dF[:, :, 4] = 2.0 * ds.T / nm["s_max"]
+        dF[:, :, 5] = dtu_du[None, :] * du.T
         Fxx = np.zeros((n, N_FEATURES))
         Fxx[:, 5] = -2.0 * tu * dtu_du / sp["u_scale"] * du[:, 0] ** 2
         # forward mode through the MLP: values, 4 first derivatives, d2/dx2
@@ -226,7 +234,7 @@ class NumpyPinn:
         last = len(self.kernels) - 1
         for i, (W, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
             z = a @ W + b
-            dz = np.einsum("nik,ij->njk", da, W)
+            dz = da @ W
             zxx = axx @ W
             if i == last:
                 a, da, axx = z, dz, zxx
@@ -234,9 +242,9 @@ class NumpyPinn:
             h = np.tanh(z)
             g1 = 1.0 - h * h
             a = h
-            axx = g1 * zxx - 2.0 * h * g1 * dz[:, :, 0] ** 2
-            da = g1[:, :, None] * dz
-        nn, dn, nxx = a[:, 0], da[:, 0, :], axx[:, 0]
+            axx = g1 * zxx - 2.0 * h * g1 * dz[0] ** 2
+            da = g1[None] * dz
+        nn, dn, nxx = a[:, 0], da[:, :, 0].T, axx[:, 0]
         # head: v = D q softplus(A), A = z / q + n
         D = np.exp(-r * tau)
         dD = np.stack([zero, -r * D, zero, -tau * D], axis=1)
@@ -312,7 +320,7 @@ def _keras_classes() -> dict[str, type]:
 
         def __init__(
             self,
-            hidden: int = 48,
+            hidden: int = 64,
             depth: int = 3,
             bounds: Mapping[str, Any] | None = None,
             loss_weights: Mapping[str, float] | None = None,
@@ -438,6 +446,7 @@ def _keras_classes() -> dict[str, type]:
                     self.derivative_tensors,
                     input_signature=[tf.TensorSpec([None, 4], tf.float64)],
                     reduce_retracing=True,
+                    autograph=False,
                 )
                 self.__dict__["_cached_derivatives_fn"] = fn
             return fn
@@ -548,7 +557,7 @@ def __getattr__(name: str) -> Any:  # PinnPricer is created (and registered) on 
 
 
 def build_pinn(
-    hidden: int = 48,
+    hidden: int = 64,
     depth: int = 3,
     bounds: Mapping[str, Any] | None = None,
     loss_weights: Mapping[str, float] | None = None,
@@ -569,11 +578,18 @@ def load_pinn_model(path: str | Path, compile: bool = False) -> keras.Model:
     return keras.models.load_model(path, compile=compile)
 
 
-def pinn_compile_kwargs(learning_rate: float) -> dict[str, Any]:
-    """Adam with a float learning rate (the guard halves it on NaN); no XLA (slower on CPU)."""
+def pinn_compile_kwargs(learning_rate: float, epsilon: float = 1e-7) -> dict[str, Any]:
+    """Adam with a float learning rate (the guard halves it on NaN); no XLA (slower on CPU).
+
+    The loss terms are tiny (price MSE ~1e-7), so a small ``epsilon`` keeps Adam's steps
+    from being damped once the gradients fall near the default 1e-7.
+    """
     import keras
 
-    return {"optimizer": keras.optimizers.Adam(learning_rate=learning_rate), "jit_compile": False}
+    return {
+        "optimizer": keras.optimizers.Adam(learning_rate=learning_rate, epsilon=epsilon),
+        "jit_compile": False,
+    }
 
 
 # --------------------------------------------------------------------------- export
@@ -614,36 +630,6 @@ def export_weights(model: keras.Model, path: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class PinnTrainParams:
-    """Defaults sized for about 5-6 minutes on a 2-core CPU (364k training rows).
-
-    A phase runs one :func:`train_guarded` call per entry of its learning-rate tuple
-    (``<phase>_<i>``, ``epochs_*`` epochs each): a piecewise-constant decay that keeps the
-    guard's NaN halving usable (it needs a float learning rate). Each call draws its own
-    ``rows_per_epoch`` training rows (seeded by its name), so the phases see most of the data.
-    """
-
-    hidden: int = 48
-    depth: int = 3
-    batch_size: int = 1024
-    rows_per_epoch: int = 65536
-    epochs_supervised: int = 12
-    lr_supervised: tuple[float, ...] = (3e-3, 1e-3, 3e-4)
-    epochs_physics: int = 12
-    lr_physics: tuple[float, ...] = (1e-3, 3e-4, 1e-4)
-    epochs_rar: int = 8  # per refinement round
-    lr_rar: tuple[float, ...] = (1e-4, 5e-5)  # one round per entry
-    rar_candidates: int = 20000
-    rar_points: int = 4000
-    rar_repeat: int = 4  # copies of each refined point added to the interior set
-    n_val: int = 16384
-    patience: int = 4
-    loss_weights: dict[str, float] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS)
-    )
-
-
 @dataclass
 class PinnTrainResult:
     model: keras.Model
@@ -660,6 +646,34 @@ def _tile(gen: np.random.Generator, n_rows: int, n_pool: int) -> np.ndarray:
     """``n_rows`` indices into a pool of ``n_pool``: whole permutations, then a partial one."""
     reps = -(-n_rows // n_pool)
     return np.concatenate([gen.permutation(n_pool) for _ in range(reps)])[:n_rows]
+
+
+_DONE_SUFFIX = ".done.npz"
+
+
+def _save_step(path: Path, weights: list[np.ndarray], record: dict[str, Any]) -> None:
+    """The weights and logs of a completed training step, so a rerun can skip it."""
+    payload = {f"w_{i:04d}": w for i, w in enumerate(weights)}
+    meta = json.dumps(record).encode("utf-8")
+    payload["meta"] = np.frombuffer(meta, dtype=np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
+
+
+def _load_step(path: Path, fingerprint: str) -> tuple[list[np.ndarray], dict[str, Any]] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            record = json.loads(bytes(z["meta"]).decode("utf-8"))
+            weights = [z[k] for k in sorted(z.files) if k.startswith("w_")]
+    except Exception as exc:  # damaged: train the step again
+        log.warning("%s: unreadable (%s); training the step again", path, exc)
+        return None
+    if record.get("fingerprint") != fingerprint:
+        log.warning("%s: made for another set-up; training the step again", path)
+        return None
+    return weights, record
 
 
 @contextlib.contextmanager
@@ -739,7 +753,11 @@ def train_pinn(
 
     def build() -> keras.Model:
         model = build_pinn(
-            hidden=p.hidden, depth=p.depth, bounds=bounds, loss_weights=p.loss_weights, seed=seed
+            hidden=p.hidden,
+            depth=p.depth,
+            bounds=bounds,
+            loss_weights=dataclasses.asdict(p.loss_weights),
+            seed=seed,
         )
         if weights is not None:  # continue from the previous step
             for var, w in zip(model.trainable_variables, weights, strict=True):
@@ -761,7 +779,17 @@ def train_pinn(
 
     def run(phase: str, epochs: int, lr: float, pool: np.ndarray | None) -> keras.Model:
         nonlocal weights
+        step_fingerprint = f"{fingerprint}|pinn|{phase}|{seed}|{setup}"
+        done = _load_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", step_fingerprint)
+        if done is not None:  # completed by an earlier, interrupted run: not trained again
+            weights, record = done
+            history.extend(record["history"])
+            events.extend(record["events"])
+            events.append(f"{phase}: completed earlier; weights loaded from {checkpoint_dir}")
+            seconds[phase] = record["seconds"]
+            return build()
         x, y = rows(phase, pool)
+        n_history, n_events = len(history), len(events)
 
         def hook(epoch: int, logs: dict[str, float]) -> None:
             logs = dict(logs)
@@ -789,12 +817,19 @@ def train_pinn(
             guard=guard,
             on_epoch_end=hook,
             verbose=verbose,
-            compile_kwargs=pinn_compile_kwargs,
-            fingerprint=f"{fingerprint}|pinn|{phase}|{setup}",
+            compile_kwargs=functools.partial(pinn_compile_kwargs, epsilon=p.adam_epsilon),
+            fingerprint=step_fingerprint,
         )
         seconds[phase] = time.perf_counter() - start
         events.extend(f"{phase}: {e}" for e in result.events)
         weights = [np.array(v.numpy(), copy=True) for v in result.model.trainable_variables]
+        record = {
+            "fingerprint": step_fingerprint,
+            "history": history[n_history:],
+            "events": events[n_events:],
+            "seconds": seconds[phase],
+        }
+        _save_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", weights, record)
         return result.model
 
     added: list[np.ndarray] = []
@@ -821,6 +856,10 @@ def train_pinn(
             pool = np.concatenate([pool, *([cand[top]] * p.rar_repeat)])
             model = run(f"rar_{k}", p.epochs_rar, lr, pool)
     rar = np.concatenate(added) if added else np.zeros((0, 4))
+    for stale in checkpoint_dir.glob(f"*{_DONE_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        checkpoint_dir.rmdir()
     return PinnTrainResult(
         model=model, history=history, events=events, seconds=seconds, rar_points=rar
     )

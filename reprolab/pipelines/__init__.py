@@ -14,7 +14,7 @@ from reprolab.resources import StageResources
 from reprolab.stage import StageMain
 
 DATASETS = ("markets", "options")
-MODELS = ("mamba",)
+MODELS = ("mamba", "pinn")
 STEPS = ("generate", "split_augment", "features", "data_metrics")
 
 

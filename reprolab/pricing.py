@@ -1,0 +1,187 @@
+"""Serving option prices and Greeks from the trained PINN, in microseconds.
+
+``Pricer.load(path)`` loads the exported weights once per process (cached by path); the
+numpy path needs no TensorFlow import. The network prices calls as v = C/K of
+(x = ln(S/K), tau, sigma, r); puts come from put-call parity with the same network, so
+parity holds to float rounding: it checks the implementation, not the learning.
+
+Inputs outside the trained domain are never silently extrapolated: they are priced by the
+closed form (``reprolab.blackscholes``) with a warning, and flagged ``in_domain = False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprolab.blackscholes import bs_price_greeks
+from reprolab.models.pinn import NumpyPinn
+
+GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
+FIELDS = ("S", "K", "tau", "sigma", "r")
+DEFAULT_MODEL = Path("models") / "pinn" / "weights.npz"
+# Process-wide: one Pricer per exported file, loaded once.
+_LOADED: dict[str, Pricer] = {}
+
+
+class OutOfDomainWarning(UserWarning):
+    """Some inputs lie outside the trained domain and were priced by the closed form."""
+
+
+def _validate(values: dict[str, np.ndarray], kind: str) -> None:
+    if kind not in ("call", "put"):
+        raise ValueError(f"kind must be 'call' or 'put' (got {kind!r})")
+    rules = {
+        "S": ("must be > 0", lambda a: a > 0),
+        "K": ("must be > 0", lambda a: a > 0),
+        "tau": ("must be > 0 (years)", lambda a: a > 0),
+        "sigma": ("must be > 0", lambda a: a > 0),
+        "r": ("must be finite", lambda a: np.ones_like(a, dtype=bool)),
+    }
+    problems = []
+    for name in FIELDS:
+        a = values[name]
+        finite = np.isfinite(a)
+        if not finite.all():
+            problems.append(
+                f"{name} is NaN or infinite at rows {np.flatnonzero(~finite)[:5].tolist()}"
+            )
+            continue
+        text, ok = rules[name]
+        bad = ~ok(a)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            problems.append(f"{name} {text}: rows {rows} (first value {a[rows[0]]!r})")
+    if problems:
+        raise ValueError("invalid option input: " + "; ".join(problems))
+
+
+class Pricer:
+    """Prices and Greeks from the exported PINN, with a closed-form fallback out of domain."""
+
+    def __init__(self, model: NumpyPinn, domain: Mapping[str, Sequence[float]]) -> None:
+        self.model = model
+        self.domain = {k: (float(v[0]), float(v[1])) for k, v in domain.items()}
+        self._scalar = functools.lru_cache(maxsize=4096)(self._scalar_uncached)
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_MODEL) -> Pricer:
+        """Load once per process; ``domain.json`` beside the weights declares the trained box."""
+        key = str(Path(path).resolve())
+        if key not in _LOADED:
+            p = Path(path)
+            if not p.exists():
+                raise FileNotFoundError(f"{p}: no exported PINN (run `dvc repro train@pinn`)")
+            domain = json.loads(p.with_name("domain.json").read_text())
+            _LOADED[key] = cls(NumpyPinn.load(p), domain)
+        return _LOADED[key]
+
+    def in_domain(self, x: np.ndarray, tau: np.ndarray, sigma: np.ndarray, r: np.ndarray):
+        """True where every coordinate lies inside the trained box (x = ln(S/K))."""
+        ok = np.ones(x.shape, dtype=bool)
+        for name, a in (("x", x), ("tau", tau), ("sigma", sigma), ("r", r)):
+            lo, hi = self.domain[name]
+            ok &= (a >= lo) & (a <= hi)
+        return ok
+
+    def _scalar_uncached(
+        self, S: float, K: float, tau: float, sigma: float, r: float, kind: str, greeks: bool
+    ) -> tuple[tuple[str, float], ...]:
+        out = self._price_arrays(
+            {
+                k: np.array([v], dtype=np.float64)
+                for k, v in zip(FIELDS, (S, K, tau, sigma, r), strict=True)
+            },
+            kind,
+            greeks,
+        )
+        return tuple((k, v.item() if isinstance(v, np.ndarray) else v) for k, v in out.items())
+
+    def _price_arrays(self, values: dict[str, np.ndarray], kind: str, greeks: bool) -> dict:
+        _validate(values, kind)
+        S, K, tau, sigma, r = (values[k] for k in FIELDS)
+        x = np.log(S / K)
+        inside = self.in_domain(x, tau, sigma, r)
+        out = {g: np.empty(S.shape) for g in GREEKS}
+        if inside.any():
+            net = self.model.greeks(
+                S[inside], K[inside], tau[inside], sigma[inside], r[inside], kind
+            )
+            for g in GREEKS:
+                out[g][inside] = net[g]
+        if not inside.all():
+            rows = np.flatnonzero(~inside)
+            warnings.warn(
+                f"{rows.size} input(s) outside the trained domain (rows {rows[:5].tolist()}): "
+                "priced by the closed form",
+                OutOfDomainWarning,
+                stacklevel=3,
+            )
+            cf = bs_price_greeks(
+                S[~inside], K[~inside], tau[~inside], sigma[~inside], r[~inside], kind
+            )
+            for g in GREEKS:
+                out[g][~inside] = cf[g]
+        if not greeks:
+            out = {"price": out["price"]}
+        out["in_domain"] = inside
+        return out
+
+    def price(
+        self, S: Any, K: Any, tau: Any, sigma: Any, r: Any, kind: str = "call", greeks: bool = True
+    ) -> dict[str, Any]:
+        """Price (and Greeks) of calls or puts; scalars give floats, arrays give arrays.
+
+        Units as in :mod:`reprolab.blackscholes`: vega per 1.00 of vol, theta per year.
+        Raises ValueError naming the rows and fields of bad input.
+        """
+        if all(isinstance(v, float | int) for v in (S, K, tau, sigma, r)):
+            # Repeated scalar queries are answered from an LRU cache.
+            return dict(
+                self._scalar(float(S), float(K), float(tau), float(sigma), float(r), kind, greeks)
+            )
+        arrays = np.broadcast_arrays(
+            *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
+        )
+        shape = arrays[0].shape
+        out = self._price_arrays(
+            dict(zip(FIELDS, (a.ravel() for a in arrays), strict=True)), kind, greeks
+        )
+        return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reprolab.pricing", description="Price an option with the PINN."
+    )
+    for name in FIELDS:
+        parser.add_argument(f"--{name}", type=float, required=True)
+    parser.add_argument("--kind", choices=("call", "put"), default="call")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    args = parser.parse_args(argv)
+    try:
+        pricer = Pricer.load(args.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OutOfDomainWarning)
+            result = pricer.price(args.S, args.K, args.tau, args.sigma, args.r, kind=args.kind)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: pricing: {exc}", file=sys.stderr)
+        return 2
+    result["kind"] = args.kind
+    result["source"] = "pinn" if result["in_domain"] else "closed_form"
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
