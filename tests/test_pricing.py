@@ -88,57 +88,22 @@ def test_bad_input_names_rows_and_fields(exported: Path, kwargs: dict, message: 
         Pricer.load(exported).price(**args)
 
 
-def test_cli_prints_json(exported: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reprolab.pricing",
-            "--S",
-            "100",
-            "--K",
-            "100",
-            "--tau",
-            "0.25",
-            "--sigma",
-            "0.2",
-            "--r",
-            "0.05",
-            "--kind",
-            "put",
-            "--model",
-            str(exported),
-        ],
+def _cli(exported: Path, S: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["--S", S, "--K", "100", "--tau", "0.25", "--sigma", "0.2", "--r", "0.05"]
+    return subprocess.run(
+        [sys.executable, "-m", "reprolab.pricing", *args, *extra, "--model", str(exported)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_cli_prints_json(exported: Path) -> None:
+    proc = _cli(exported, "100", "--kind", "put")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["kind"] == "put" and out["source"] == "pinn"
     assert {"price", "delta", "gamma", "vega", "theta", "rho"} <= set(out)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reprolab.pricing",
-            "--S",
-            "-1",
-            "--K",
-            "100",
-            "--tau",
-            "0.25",
-            "--sigma",
-            "0.2",
-            "--r",
-            "0.05",
-            "--model",
-            str(exported),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _cli(exported, "-1")
     assert bad.returncode == 2 and bad.stderr.startswith("error: pricing: invalid option input")
