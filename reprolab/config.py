@@ -236,6 +236,49 @@ class OptionsParams:
             )
 
 
+# --------------------------------------------------------------------------- contexts
+@dataclass(frozen=True)
+class ContextsGenerateParams:
+    n_programs: int = _bounded(1500, ge=30)
+    min_steps: int = _bounded(2, ge=1, le=5)
+    max_steps: int = _bounded(4, ge=1, le=5)
+    n_tests: int = _bounded(6, ge=3, le=24)  # hidden unit tests per program
+    distractors: int = _bounded(2, ge=0, le=10)  # other programs mixed into each raw context
+    noise: float = _bounded(0.5, ge=0.0, le=1.0)  # share of chatter, logs and near-duplicates
+    corrections: float = _bounded(0.3, ge=0.0, le=1.0)  # chance a constant is corrected later
+
+    def validate(self, path: str) -> None:
+        if self.min_steps > self.max_steps:
+            _fail(f"{path}.min_steps", self.min_steps, f"a value <= max_steps ({self.max_steps})")
+
+
+@dataclass(frozen=True)
+class ContextsAugmentParams:
+    copies: int = _bounded(1, ge=0, le=100)  # re-rendered raw contexts per training program
+    noise: float = _bounded(0.8, ge=0.0, le=1.0)
+    corrections: float = _bounded(0.5, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class ContextsSplitParams(SplitFractions):
+    augment: ContextsAugmentParams = field(default_factory=ContextsAugmentParams)
+
+
+@dataclass(frozen=True)
+class ContextsFeaturesParams:
+    vocab_size: int = _bounded(1024, ge=300, le=1_000_000)  # byte-level BPE: 256 bytes + merges
+    min_frequency: int = _bounded(2, ge=1)
+    max_prompt_tokens: int = _bounded(1024, ge=8)  # longer contexts fail loudly, never truncated
+    max_target_tokens: int = _bounded(128, ge=4)
+
+
+@dataclass(frozen=True)
+class ContextsParams:
+    generate: ContextsGenerateParams = field(default_factory=ContextsGenerateParams)
+    split: ContextsSplitParams = field(default_factory=ContextsSplitParams)
+    features: ContextsFeaturesParams = field(default_factory=ContextsFeaturesParams)
+
+
 # --------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class GuardParams:
@@ -286,8 +329,8 @@ class PinnTrainParams:
     lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
     epochs_physics: int = _bounded(12, ge=0, le=10_000)
     lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
-    epochs_rar: int = _bounded(8, ge=0, le=10_000)  # per refinement round
-    lr_rar: list[float] = _list([1e-4, 5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
+    epochs_rar: int = _bounded(10, ge=0, le=10_000)  # per refinement round
+    lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
     rar_candidates: int = _bounded(20000, ge=1)
     rar_points: int = _bounded(4000, ge=1)
     rar_repeat: int = _bounded(4, ge=1, le=1000)
@@ -315,6 +358,7 @@ class Params:
     resources: ResourcesParams = field(default_factory=ResourcesParams)
     markets: MarketsParams = field(default_factory=MarketsParams)
     options: OptionsParams = field(default_factory=OptionsParams)
+    contexts: ContextsParams = field(default_factory=ContextsParams)
     train: TrainParams = field(default_factory=TrainParams)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,13 +24,21 @@ from typing import Any
 import numpy as np
 
 from reprolab.blackscholes import bs_price_greeks
-from reprolab.models.pinn import NumpyPinn
+from reprolab.models.pinn import (
+    NumpyPinn,
+    Precision,
+    ScalarMath,
+    greeks_from_derivatives,
+    price_greeks,
+)
 
 GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
 FIELDS = ("S", "K", "tau", "sigma", "r")
 DEFAULT_MODEL = Path("models") / "pinn" / "weights.npz"
-# Process-wide: one Pricer per exported file, loaded once.
-_LOADED: dict[str, Pricer] = {}
+# Process-wide: one Pricer per exported file and precision, loaded once.
+_LOADED: dict[tuple[str, str], Pricer] = {}
+_SCALARS = (float, int)
+_KINDS = ("call", "put")
 
 
 class OutOfDomainWarning(UserWarning):
@@ -64,59 +73,87 @@ def _validate(values: dict[str, np.ndarray], kind: str) -> None:
         raise ValueError("invalid option input: " + "; ".join(problems))
 
 
-class Pricer:
-    """Prices and Greeks from the exported PINN, with a closed-form fallback out of domain."""
+def _scalar_ok(S: float, K: float, tau: float, sigma: float, r: float) -> bool:
+    """The fast check of one contract; a failure goes to :func:`_validate` for the message."""
+    return (
+        S > 0.0
+        and K > 0.0
+        and tau > 0.0
+        and sigma > 0.0
+        and math.isfinite(r)
+        and (math.isfinite(S) and math.isfinite(K) and math.isfinite(tau) and math.isfinite(sigma))
+    )
 
-    def __init__(self, model: NumpyPinn, domain: Mapping[str, Sequence[float]]) -> None:
+
+class Pricer:
+    """Prices and Greeks from the exported PINN, with a closed-form fallback out of domain.
+
+    One contract (Python scalars) takes the single-row path: the formulas on floats and one
+    (6, 1, width) slab per layer, tens of microseconds; repeated queries come from an LRU
+    cache. Arrays take the batch path: forward-mode derivatives in chunks, or values alone
+    with ``greeks=False``.
+    """
+
+    def __init__(
+        self, model: NumpyPinn, domain: Mapping[str, Sequence[float]], cache_size: int = 4096
+    ) -> None:
         self.model = model
         self.domain = {k: (float(v[0]), float(v[1])) for k, v in domain.items()}
-        self._scalar = functools.lru_cache(maxsize=4096)(self._scalar_uncached)
+        self._box = tuple(self.domain[k] for k in ("x", "tau", "sigma", "r"))
+        self._scalar = functools.lru_cache(maxsize=cache_size)(self._scalar_uncached)
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_MODEL) -> Pricer:
-        """Load once per process; ``domain.json`` beside the weights declares the trained box."""
-        key = str(Path(path).resolve())
+    def load(cls, path: str | Path = DEFAULT_MODEL, precision: Precision = "float32") -> Pricer:
+        """Load once per process (cached by path and precision).
+
+        ``domain.json`` beside the weights declares the trained box. ``precision`` is the
+        arithmetic of the network's layers (see :meth:`NumpyPinn.load`): float32 serves
+        batches several times faster and differs from float64 by about 1e-7 K.
+        """
+        key = (str(Path(path).resolve()), precision)
         if key not in _LOADED:
             p = Path(path)
             if not p.exists():
                 raise FileNotFoundError(f"{p}: no exported PINN (run `dvc repro train@pinn`)")
             domain = json.loads(p.with_name("domain.json").read_text())
-            _LOADED[key] = cls(NumpyPinn.load(p), domain)
+            _LOADED[key] = cls(NumpyPinn.load(p, precision), domain)
         return _LOADED[key]
 
     def in_domain(self, x: np.ndarray, tau: np.ndarray, sigma: np.ndarray, r: np.ndarray):
         """True where every coordinate lies inside the trained box (x = ln(S/K))."""
-        ok = np.ones(x.shape, dtype=bool)
-        for name, a in (("x", x), ("tau", tau), ("sigma", sigma), ("r", r)):
-            lo, hi = self.domain[name]
+        ok = np.ones(np.shape(x), dtype=bool)
+        for (lo, hi), a in zip(self._box, (x, tau, sigma, r), strict=True):
             ok &= (a >= lo) & (a <= hi)
         return ok
 
+    def _scalar_inside(self, x: float, tau: float, sigma: float, r: float) -> bool:
+        return all(lo <= a <= hi for (lo, hi), a in zip(self._box, (x, tau, sigma, r), strict=True))
+
     def _scalar_uncached(
         self, S: float, K: float, tau: float, sigma: float, r: float, kind: str, greeks: bool
-    ) -> tuple[tuple[str, float], ...]:
-        out = self._price_arrays(
-            {
-                k: np.array([v], dtype=np.float64)
-                for k, v in zip(FIELDS, (S, K, tau, sigma, r), strict=True)
-            },
-            kind,
-            greeks,
-        )
-        return tuple((k, v.item() if isinstance(v, np.ndarray) else v) for k, v in out.items())
+    ) -> tuple[tuple[str, Any], ...]:
+        """One valid, in-domain contract on the single-row path (the LRU cache wraps this)."""
+        x = math.log(S / K)
+        d = self.model.scalar_derivatives(x, tau, sigma, r)
+        out = greeks_from_derivatives(d, x, tau, r, K, kind, ScalarMath)
+        names = GREEKS if greeks else ("price",)
+        return (*((g, out[g]) for g in names), ("in_domain", True))
 
     def _price_arrays(self, values: dict[str, np.ndarray], kind: str, greeks: bool) -> dict:
         _validate(values, kind)
         S, K, tau, sigma, r = (values[k] for k in FIELDS)
         x = np.log(S / K)
         inside = self.in_domain(x, tau, sigma, r)
-        out = {g: np.empty(S.shape) for g in GREEKS}
+        names = GREEKS if greeks else ("price",)
+        out = {g: np.empty(S.shape) for g in names}
         if inside.any():
-            net = self.model.greeks(
-                S[inside], K[inside], tau[inside], sigma[inside], r[inside], kind
-            )
-            for g in GREEKS:
-                out[g][inside] = net[g]
+            i = inside
+            if greeks:
+                net = price_greeks(self.model, S[i], K[i], tau[i], sigma[i], r[i], kind)
+            else:
+                net = {"price": self._prices(x[i], K[i], tau[i], sigma[i], r[i], kind)}
+            for g in names:
+                out[g][i] = net[g]
         if not inside.all():
             rows = np.flatnonzero(~inside)
             warnings.warn(
@@ -125,15 +162,19 @@ class Pricer:
                 OutOfDomainWarning,
                 stacklevel=3,
             )
-            cf = bs_price_greeks(
-                S[~inside], K[~inside], tau[~inside], sigma[~inside], r[~inside], kind
-            )
-            for g in GREEKS:
-                out[g][~inside] = cf[g]
-        if not greeks:
-            out = {"price": out["price"]}
+            o = ~inside
+            cf = bs_price_greeks(S[o], K[o], tau[o], sigma[o], r[o], kind)
+            for g in names:
+                out[g][o] = cf[g]
         out["in_domain"] = inside
         return out
+
+    def _prices(self, x, K, tau, sigma, r, kind: str) -> np.ndarray:
+        """Prices alone (no derivatives): the network's call, puts by parity."""
+        v = self.model.price_k(x, tau, sigma, r)
+        if kind == "put":
+            v = v - np.exp(x) + np.exp(-r * tau)
+        return K * v
 
     def price(
         self, S: Any, K: Any, tau: Any, sigma: Any, r: Any, kind: str = "call", greeks: bool = True
@@ -141,13 +182,18 @@ class Pricer:
         """Price (and Greeks) of calls or puts; scalars give floats, arrays give arrays.
 
         Units as in :mod:`reprolab.blackscholes`: vega per 1.00 of vol, theta per year.
-        Raises ValueError naming the rows and fields of bad input.
+        Raises ValueError naming the rows and fields of bad input; inputs outside the trained
+        domain are priced by the closed form with an :class:`OutOfDomainWarning`.
         """
-        if all(isinstance(v, float | int) for v in (S, K, tau, sigma, r)):
-            # Repeated scalar queries are answered from an LRU cache.
-            return dict(
-                self._scalar(float(S), float(K), float(tau), float(sigma), float(r), kind, greeks)
-            )
+        if kind in _KINDS and all(isinstance(v, _SCALARS) for v in (S, K, tau, sigma, r)):
+            S, K, tau, sigma, r = float(S), float(K), float(tau), float(sigma), float(r)
+            if _scalar_ok(S, K, tau, sigma, r) and self._scalar_inside(
+                math.log(S / K), tau, sigma, r
+            ):
+                return dict(self._scalar(S, K, tau, sigma, r, kind, greeks))
+            # invalid or outside the domain: the array path raises or warns (never cached)
+            out = self.price(*(np.array([v]) for v in (S, K, tau, sigma, r)), kind, greeks)
+            return {k: v.item() for k, v in out.items()}
         arrays = np.broadcast_arrays(
             *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
         )

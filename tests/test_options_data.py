@@ -26,6 +26,7 @@ from reprolab.features.options import (
     COORDINATE_COLUMNS,
     collocation_points,
     option_coordinates,
+    training_domain_sampler,
 )
 
 SEED = 20261121
@@ -321,3 +322,19 @@ def test_collocation_rejects_a_band_covering_everything() -> None:
     heldout = HeldoutRegion(column="r", low=-0.5, high=0.5)
     with pytest.raises(ValidationError, match="covers the whole sampled range"):
         collocation_points(FEATURES, DOMAIN, heldout, SEED)
+
+
+def test_refinement_sampler_draws_fresh_training_domain_points(colloc) -> None:
+    """The PINN's refinement candidates: inside the box, never in the held-out band, uniform
+    (both sides of an inner band), and reproducible from the generator alone."""
+    heldout, _ = colloc
+    sample = training_domain_sampler(DOMAIN, heldout)
+    pts = sample(np.random.default_rng(4), 3000)
+    assert pts.shape == (3000, 4)
+    frame = pd.DataFrame(pts, columns=["x", "tau", "sigma", "r"])
+    v = _held_value(frame, heldout.column)
+    assert not ((v >= heldout.low) & (v <= heldout.high)).any()
+    assert frame["x"].between(X_MIN, X_MAX).all() and (frame["tau"] > TAU_MIN).all()
+    assert (v < heldout.low).mean() > 0.2
+    np.testing.assert_array_equal(pts, sample(np.random.default_rng(4), 3000))
+    assert not np.array_equal(pts, sample(np.random.default_rng(5), 3000))

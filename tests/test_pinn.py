@@ -213,7 +213,15 @@ def _train(tmp_path: Path, name: str, seen: list | None = None) -> pinn.PinnTrai
         checkpoint_dir=tmp_path / name,
         params=TINY,
         on_epoch_end=hook,
+        candidate_sampler=_sampler(),
     )
+
+
+def _sampler():
+    from reprolab.config import HeldoutRegion, OptionsDomain
+    from reprolab.features.options import training_domain_sampler
+
+    return training_domain_sampler(OptionsDomain(), HeldoutRegion())
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +244,10 @@ def test_training_is_deterministic_and_reduces_the_loss(reference, tmp_path: Pat
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(a.rar_points, b.rar_points)
     assert a.rar_points.shape == (16, 4)
+    # refinement points are fresh draws from the training domain, never the held-out band
+    assert (a.rar_points[:, 2] < 0.7).all()
+    pool = {tuple(p) for p in pinn.frame_coords(_collocation(13)["interior"])}
+    assert not any(tuple(p) in pool for p in a.rar_points)
 
     phases = [s[0] for s in seen]
     assert phases == ["supervised_0"] * 3 + ["physics_0", "rar_0"]
@@ -266,6 +278,7 @@ def test_interrupted_training_resumes_to_the_same_weights(reference, tmp_path: P
             checkpoint_dir=tmp_path / "c",
             params=TINY,
             on_epoch_end=stop,
+            candidate_sampler=_sampler(),
         )
     assert (tmp_path / "c" / "supervised_0.done.npz").exists()
     seen: list = []

@@ -21,12 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An (untrained) PINN exported the way train@pinn exports it."""
+    """A PINN with random weights, exported the way train@pinn exports it.
+
+    Every layer is random (the output layer too, which training would start at zero), so the
+    network's correction is far from zero and every serving path has something to get wrong.
+    """
     from reprolab.io import write_json
     from reprolab.models.pinn import build_pinn, export_weights
 
     directory = tmp_path_factory.mktemp("pinn")
-    path = export_weights(build_pinn(hidden=8, depth=2, seed=3), directory / "weights.npz")
+    model = build_pinn(hidden=8, depth=2, seed=3)
+    gen = np.random.default_rng(0)
+    for var in model.trainable_variables:
+        var.assign(gen.normal(0.0, 0.5, var.shape))
+    path = export_weights(model, directory / "weights.npz")
     write_json(directory / "domain.json", trained_domain(OptionsParams()))
     return path
 
@@ -61,6 +69,65 @@ def test_scalar_queries_are_floats_and_cached(exported: Path) -> None:
     assert set(first) == {"price", "delta", "gamma", "vega", "theta", "rho", "in_domain"}
 
 
+GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
+CONTRACTS = [  # S, K, tau, sigma, r: across moneyness, maturity and volatility
+    (100.0, 100.0, 0.25, 0.2, 0.05),
+    (62.0, 100.0, 1.7, 0.6, 0.01),
+    (180.0, 100.0, 0.02, 0.1, 0.09),
+    (3.0, 2.5, 0.5, 0.35, 0.0),
+]
+
+
+@pytest.mark.parametrize("kind", ["call", "put"])
+def test_single_row_path_equals_the_batch_path(exported: Path, kind: str) -> None:
+    """One contract on floats gives the batch path's numbers (same formulas, no shortcuts)."""
+    pricer = Pricer.load(exported, "float64")
+    batch = pricer.price(*(np.array(c) for c in zip(*CONTRACTS, strict=True)), kind=kind)
+    for i, contract in enumerate(CONTRACTS):
+        one = pricer.price(*contract, kind=kind)
+        for g in GREEKS:
+            assert one[g] == pytest.approx(batch[g][i], rel=1e-12, abs=1e-13), (contract, g)
+
+
+def test_prices_without_greeks_equal_the_prices_with_them(exported: Path) -> None:
+    pricer = Pricer.load(exported, "float64")
+    S = np.linspace(60.0, 190.0, 50)
+    for kind in ("call", "put"):
+        full = pricer.price(S, 100.0, 0.7, 0.3, 0.02, kind=kind)
+        alone = pricer.price(S, 100.0, 0.7, 0.3, 0.02, kind=kind, greeks=False)
+        assert set(alone) == {"price", "in_domain"}
+        np.testing.assert_allclose(alone["price"], full["price"], rtol=0, atol=1e-12)
+
+
+def test_float32_layers_agree_with_float64_to_1e6(exported: Path) -> None:
+    """The fast (float32) serving precision stays within 1e-6 of float64: price and delta
+    absolutely (per unit of K), gamma, vega, theta and rho relative to their scale."""
+    fast, exact = Pricer.load(exported, "float32"), Pricer.load(exported, "float64")
+    assert fast is not exact
+    gen = np.random.default_rng(1)
+    S, tau = gen.uniform(55.0, 195.0, 2000), gen.uniform(0.01, 2.0, 2000)
+    sigma, r = gen.uniform(0.05, 0.7, 2000), gen.uniform(0.0, 0.1, 2000)
+    a = fast.price(S, 100.0, tau, sigma, r, kind="put")
+    b = exact.price(S, 100.0, tau, sigma, r, kind="put")
+    assert np.max(np.abs(a["price"] - b["price"])) / 100.0 < 1e-6
+    assert np.max(np.abs(a["delta"] - b["delta"])) < 1e-6
+    for g in ("gamma", "vega", "theta", "rho"):
+        scale = np.max(np.abs(b[g]))
+        assert np.max(np.abs(a[g] - b[g])) <= 1e-6 * scale, g
+    assert np.max(np.abs(a["price"] - b["price"])) > 0  # it really ran in float32
+
+
+def test_out_of_domain_scalars_warn_every_time_and_are_not_cached(exported: Path) -> None:
+    pricer = Pricer.load(exported)
+    for _ in range(2):
+        with pytest.warns(OutOfDomainWarning):
+            out = pricer.price(100.0, 100.0, 0.5, 0.75, 0.03)
+        assert out["in_domain"] is False
+        assert out["price"] == pytest.approx(
+            float(bs_price_greeks(100.0, 100.0, 0.5, 0.75, 0.03, "call")["price"]), rel=1e-12
+        )
+
+
 def test_outside_the_trained_domain_uses_the_closed_form_with_a_warning(exported: Path) -> None:
     pricer = Pricer.load(exported)
     with pytest.warns(OutOfDomainWarning, match=r"rows \[1\]"):
@@ -76,6 +143,8 @@ def test_outside_the_trained_domain_uses_the_closed_form_with_a_warning(exported
     [
         ({"S": np.array([100.0, np.nan])}, r"S is NaN or infinite at rows \[1\]"),
         ({"sigma": -0.2}, r"sigma must be > 0: rows \[0\]"),
+        ({"sigma": float("nan")}, r"sigma is NaN or infinite at rows \[0\]"),
+        ({"S": 0.0}, r"S must be > 0: rows \[0\]"),
         ({"tau": np.array([0.5, -1.0, 0.1])}, r"tau must be > 0 \(years\): rows \[1\]"),
         ({"kind": "straddle"}, "kind must be 'call' or 'put'"),
     ],

@@ -15,7 +15,13 @@ Metrics (calls; puts follow by parity and have the same absolute errors):
 * ``delta_max_abs`` / ``delta_rmse``: absolute delta errors, rows with tau >= 1 week;
 * ``gamma_p95_rel``: 95th percentile of |gamma - gamma_bs| / gamma_bs over rows with
   tau >= 1 week and gamma_bs >= 10 % of the at-the-money gamma (same tau, sigma, r);
-* ``vega_rmse_k`` / ``theta_rmse_k`` / ``rho_rmse_k``: RMS errors in units of K.
+* ``vega_rmse_k`` / ``theta_rmse_k`` / ``rho_rmse_k``: RMS errors in units of K;
+* ``vega_p95_rel_atm`` / ``vega_max_rel_atm``: 95th percentile / max of |vega - vega_bs|
+  over the at-the-money-forward vega (S = K e^{-r tau}: the peak of vega in S; same tau,
+  sigma, r), rows with tau >= 1 week;
+* ``theta_identity_max_abs_k``: max |theta - theta_pde| / K, where theta_pde is the theta the
+  Black-Scholes PDE implies from the network's own price, delta and gamma
+  (theta = r V - r S delta - sigma^2 S^2 gamma / 2): the Greeks are consistent with each other.
 """
 
 from __future__ import annotations
@@ -75,12 +81,19 @@ def score(pricer: Any, df: pd.DataFrame) -> dict[str, float]:
     }
     for name in ("vega", "theta", "rho"):
         out[f"{name}_rmse_k"] = float(np.sqrt(np.mean((g[name] - bs[name]) ** 2)))
+    S = np.exp(x)
+    theta_pde = r * g["price"] - r * S * g["delta"] - 0.5 * sigma**2 * S**2 * g["gamma"]
+    out["theta_identity_max_abs_k"] = float(np.max(np.abs(g["theta"] - theta_pde)))
     week = tau >= WEEK
     if week.any():
         de = np.abs(g["delta"][week] - bs["delta"][week])
         out["delta_max_abs"] = float(de.max())
         out["delta_rmse"] = float(np.sqrt(np.mean(de**2)))
         atm = bs_price_greeks(1.0, 1.0, tau, sigma, r, "call")["gamma"]
+        atmf_vega = bs_price_greeks(np.exp(-r * tau), 1.0, tau, sigma, r, "call")["vega"]
+        ve = np.abs(g["vega"][week] - bs["vega"][week]) / atmf_vega[week]
+        out["vega_p95_rel_atm"] = float(np.percentile(ve, 95))
+        out["vega_max_rel_atm"] = float(ve.max())
         big = week & (bs["gamma"] >= 0.1 * atm)
         if big.any():
             rel = np.abs(g["gamma"][big] - bs["gamma"][big]) / bs["gamma"][big]

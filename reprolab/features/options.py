@@ -15,6 +15,8 @@ band, so the PDE loss never sees the region the model is later tested on for ext
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -235,3 +237,18 @@ def collocation_points(
     frame["call_price_k"] = price
     out["boundary"] = frame
     return out
+
+
+def training_domain_sampler(
+    domain: OptionsDomain, heldout: HeldoutRegion
+) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """``sample(gen, n)`` -> (n, 4) fresh points (x, tau, sigma, r), uniform over the training
+    domain (the declared box minus the held-out band), for the PINN's adaptive refinement."""
+    band = _band(domain, heldout)
+    bounds = domain_bounds(domain)
+
+    def sample(gen: np.random.Generator, n: int) -> np.ndarray:
+        cols = _rejection_sample(gen, n, bounds, {}, heldout, band, "refinement")
+        return np.stack([cols[c] for c in ("x", "tau", "sigma", "r")], axis=1)
+
+    return sample

@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,6 +79,8 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 }
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = dataclasses.asdict(PinnLossWeights())
 LOSS_TERMS = ("price", "delta", "pde", "terminal", "boundary")
+Precision = Literal["float64", "float32"]
+PRECISIONS: tuple[str, ...] = ("float64", "float32")
 
 
 # --------------------------------------------------------------------------- shared maths
@@ -112,31 +114,31 @@ def _normalisation(bounds: Mapping[str, tuple[float, float]]) -> dict[str, float
 
 
 def greeks_from_derivatives(
-    d: Mapping[str, np.ndarray],
-    x: np.ndarray,
-    tau: np.ndarray,
-    r: np.ndarray,
+    d: Mapping[str, Any],
+    x: Any,
+    tau: Any,
+    r: Any,
     K: Any = 1.0,
     kind: Literal["call", "put"] = "call",
-) -> dict[str, np.ndarray]:
+    xp: Any = np,
+) -> dict[str, Any]:
     """Price and Greeks (units of :mod:`reprolab.blackscholes`) from the derivatives of v = C/K.
 
     Puts use parity on the same network: P/K = v - e^x + e^{-r tau} and its derivatives.
+    Arrays with ``xp = numpy``, Python floats with ``xp = ScalarMath`` (the 1-row path).
     """
     if kind not in ("call", "put"):
         raise ValueError(f"kind must be 'call' or 'put' (got {kind!r})")
-    x, tau, r = (np.asarray(a, dtype=np.float64) for a in (x, tau, r))
-    K = np.asarray(K, dtype=np.float64)
     v, v_x, v_xx = d["v"], d["v_x"], d["v_xx"]
     v_tau, v_sigma, v_r = d["v_tau"], d["v_sigma"], d["v_r"]
     if kind == "put":
-        ex, disc = np.exp(x), np.exp(-r * tau)
+        ex, disc = xp.exp(x), xp.exp(-r * tau)
         v = v - ex + disc
         v_x = v_x - ex
         v_xx = v_xx - ex
         v_tau = v_tau - r * disc
         v_r = v_r - tau * disc
-    e_mx = np.exp(-x)
+    e_mx = xp.exp(-x)
     return {
         "price": K * v,
         "delta": v_x * e_mx,
@@ -147,9 +149,30 @@ def greeks_from_derivatives(
     }
 
 
+def _flat_inputs(*values: Any) -> list[np.ndarray]:
+    """Broadcast to one shape and flatten, as float64."""
+    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values))
+    return [a.ravel() for a in arrays]
+
+
+def price_greeks(
+    model: Any, S: Any, K: Any, tau: Any, sigma: Any, r: Any, kind: Literal["call", "put"] = "call"
+) -> dict[str, np.ndarray]:
+    """Price and Greeks of ``model`` (anything with ``derivatives(x, tau, sigma, r)``)."""
+    S, K, tau, sigma, r = _flat_inputs(S, K, tau, sigma, r)
+    x = np.log(S / K)
+    return greeks_from_derivatives(model.derivatives(x, tau, sigma, r), x, tau, r, K, kind)
+
+
+def residual_at(model: Any, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+    """The PDE residual R of ``model`` at the points (per year)."""
+    x, tau, sigma, r = _flat_inputs(x, tau, sigma, r)
+    d = model.derivatives(x, tau, sigma, r)
+    return pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], sigma, r)
+
+
 def _coords_array(x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
-    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (x, tau, sigma, r)))
-    return np.stack([a.ravel() for a in arrays], axis=1)
+    return np.stack(_flat_inputs(x, tau, sigma, r), axis=1)
 
 
 def frame_coords(df: pd.DataFrame) -> np.ndarray:
@@ -158,121 +181,205 @@ def frame_coords(df: pd.DataFrame) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- numpy path
-class NumpyPinn:
-    """The exported PINN in pure numpy, with analytic (forward-mode) derivatives."""
+class ScalarMath:
+    """The element functions the shared formulas need, for Python floats (the 1-row path)."""
 
-    def __init__(self, spec: dict[str, Any], kernels: list[np.ndarray], biases: list[np.ndarray]):
+    exp = staticmethod(math.exp)
+    sqrt = staticmethod(math.sqrt)
+    tanh = staticmethod(math.tanh)
+    log1p = staticmethod(math.log1p)
+    abs = staticmethod(abs)
+    maximum = staticmethod(max)
+
+
+def _softplus(a: Any, xp: Any) -> Any:
+    return xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
+
+
+def _input_layer(
+    x: Any, tau: Any, sigma: Any, r: Any, sp: Mapping[str, Any], nm: Mapping[str, float], xp: Any
+) -> tuple[list[list[Any]], dict[str, Any]]:
+    """The 6 features and their derivatives, as 6 rows of 6 entries (floats or arrays).
+
+    Row 0 holds the features, rows 1-4 their derivatives along x, tau, sigma, r, row 5 their
+    second derivative along x. ``xp`` is numpy (arrays) or :class:`ScalarMath` (floats), so
+    the batch and the single-row paths evaluate the very same formulas.
+    """
+    sq = xp.sqrt(tau + sp["tau_floor"])
+    s = sigma * sq
+    ds = (0.0, sigma / (2.0 * sq), sq, 0.0)  # d/d(x, tau, sigma, r)
+    fwd = x + r * tau
+    dfwd = (1.0, r, 0.0, tau)
+    u = fwd / s
+    du = [(dfwd[j] - u * ds[j]) / s for j in range(4)]
+    tu = xp.tanh(u / sp["u_scale"])
+    dtu = (1.0 - tu * tu) / sp["u_scale"]
+    rows = [
+        [
+            (x - nm["xc"]) / nm["xh"],
+            2.0 * sq / nm["sqrt_tau_max"] - 1.0,
+            (sigma - nm["sc"]) / nm["sh"],
+            (r - nm["rc"]) / nm["rh"],
+            2.0 * s / nm["s_max"] - 1.0,
+            tu,
+        ]
+    ]
+    unit = (1.0 / nm["xh"], 1.0 / (sq * nm["sqrt_tau_max"]), 1.0 / nm["sh"], 1.0 / nm["rh"])
+    for j in range(4):
+        row = [0.0] * 4 + [2.0 * ds[j] / nm["s_max"], dtu * du[j]]
+        row[j] = unit[j]
+        rows.append(row)
+    rows.append([0.0] * 5 + [-2.0 * tu * dtu / sp["u_scale"] * du[0] * du[0]])
+    return rows, {"s": s, "ds": ds, "fwd": fwd, "dfwd": dfwd}
+
+
+def _head_value(n: Any, tau: Any, r: Any, parts: Mapping[str, Any], base_width: float) -> Any:
+    """v = D q softplus((e^fwd - 1)/q + n) alone (numpy), for prices without Greeks."""
+    q = base_width * parts["s"]
+    return np.exp(-r * tau) * q * _softplus((np.exp(parts["fwd"]) - 1.0) / q + n, np)
+
+
+def _head(
+    n: Any,
+    dn: Sequence[Any],
+    nxx: Any,
+    tau: Any,
+    r: Any,
+    parts: Mapping[str, Any],
+    xp: Any,
+    base_width: float,
+) -> dict[str, Any]:
+    """v = D q softplus(A), A = (e^fwd - 1)/q + n, and its derivatives (module docstring)."""
+    s, ds, fwd, dfwd = parts["s"], parts["ds"], parts["fwd"], parts["dfwd"]
+    D = xp.exp(-r * tau)
+    dD = (0.0, -r * D, 0.0, -tau * D)
+    q = base_width * s
+    E = xp.exp(fwd)
+    zz = E - 1.0
+    dA = [E * dfwd[j] / q - zz / (q * q) * (base_width * ds[j]) + dn[j] for j in range(4)]
+    A = zz / q + n
+    P = _softplus(A, xp)
+    sA = 0.5 * (1.0 + xp.tanh(0.5 * A))
+    dv = [dD[j] * q * P + D * P * base_width * ds[j] + D * q * sA * dA[j] for j in range(4)]
+    return {
+        "v": D * q * P,
+        "v_x": dv[0],
+        "v_tau": dv[1],
+        "v_sigma": dv[2],
+        "v_r": dv[3],
+        "v_xx": D * q * (sA * (E / q + nxx) + sA * (1.0 - sA) * dA[0] * dA[0]),
+    }
+
+
+class NumpyPinn:
+    """The exported PINN in pure numpy, with analytic (forward-mode) derivatives.
+
+    Batches go through :meth:`derivatives` (or :meth:`price_k`, values only); a single
+    contract through :meth:`scalar_derivatives`, which runs the same formulas on Python
+    floats and one (6, 1, width) slab per layer, so it costs tens of microseconds.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        kernels: list[np.ndarray],
+        biases: list[np.ndarray],
+        precision: Precision = "float64",
+    ):
         if spec.get("format") != EXPORT_FORMAT:
             raise ValueError(f"unknown PINN export format {spec.get('format')!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} (got {precision!r})")
         self.spec = spec
-        self.kernels = [np.asarray(k, dtype=np.float64) for k in kernels]
-        self.biases = [np.asarray(b, dtype=np.float64) for b in biases]
+        self.precision = precision
+        dtype = np.dtype(precision)
+        self.kernels = [np.ascontiguousarray(k, dtype=dtype) for k in kernels]
+        self.biases = [np.ascontiguousarray(b, dtype=dtype) for b in biases]
         self._norm = _normalisation({k: tuple(v) for k, v in spec["bounds"].items()})
 
     @classmethod
-    def load(cls, path: str | Path) -> NumpyPinn:
-        """Read a file written by :func:`export_weights`."""
+    def load(cls, path: str | Path, precision: Precision = "float64") -> NumpyPinn:
+        """Read a file written by :func:`export_weights`.
+
+        ``precision`` is the arithmetic of the MLP layers (inputs, features and the output
+        head are always float64): ``float32`` runs batches 3-6x faster (SIMD tanh) and agrees
+        with float64 to about 1e-7 K in price.
+        """
         with np.load(path, allow_pickle=False) as z:
             spec = json.loads(bytes(z["spec"]).decode("utf-8"))
             n = int(spec["n_layers"])
             kernels = [z[f"kernel_{i}"] for i in range(n)]
             biases = [z[f"bias_{i}"] for i in range(n)]
-        return cls(spec, kernels, biases)
+        return cls(spec, kernels, biases, precision)
+
+    def _propagate(self, slab: np.ndarray) -> np.ndarray:
+        """Forward mode through the MLP: ``slab`` is (k, ..., width) with k = 1 or 6 rows.
+
+        Row 0 carries values; with k = 6, rows 1-4 the four first derivatives and row 5 the
+        second derivative along x (chain rule through tanh: h'' = -2 h h'). Written with few,
+        in-place numpy calls: on one contract the call overhead is the cost.
+        """
+        kernels, biases = self.kernels, self.biases
+        last = len(kernels) - 1
+        slab = slab.astype(kernels[0].dtype, copy=False)
+        for i in range(last):
+            z = slab @ kernels[i]
+            z[0] += biases[i]
+            h = np.tanh(z[0])
+            if len(z) == 1:
+                slab = h[None]
+                continue
+            curvature = z[1] * z[1]
+            curvature *= h
+            curvature += curvature
+            z[5] -= curvature  # z_xx - 2 h z_x^2, scaled by g = 1 - h^2 below
+            z *= 1.0 - h * h
+            z[0] = h
+            slab = z
+        z = slab @ kernels[last]
+        z[0] += biases[last]
+        return z.astype(np.float64, copy=False)
 
     def derivatives(
-        self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 8192
+        self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 2048
     ) -> dict[str, np.ndarray]:
         """v = C/K and v_x, v_tau, v_sigma, v_r, v_xx (flattened, broadcast inputs).
 
-        Evaluated ``chunk`` rows at a time: the forward-mode tangents take
-        (rows, width, 4) floats per layer.
+        Evaluated ``chunk`` rows at a time: the forward-mode slab takes (6, rows, width) floats
+        per layer.
         """
         c = _coords_array(x, tau, sigma, r)
-        if len(c) <= chunk:
-            return self._derivatives(c)
-        parts = [self._derivatives(c[i : i + chunk]) for i in range(0, len(c), chunk)]
+        parts = [self._derivatives(c[i : i + chunk]) for i in range(0, max(len(c), 1), chunk)]
         return {k: np.concatenate([p[k] for p in parts]) for k in DERIVATIVES}
 
     def _derivatives(self, c: np.ndarray) -> dict[str, np.ndarray]:
         x, tau, sigma, r = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
-        sp, nm = self.spec, self._norm
+        rows, parts = _input_layer(x, tau, sigma, r, self.spec, self._norm, np)
         n = len(x)
-        zero, one = np.zeros(n), np.ones(n)
-        T = tau + sp["tau_floor"]
-        sq = np.sqrt(T)
-        s = sigma * sq
-        ds = np.stack([zero, sigma / (2.0 * sq), sq, zero], axis=1)  # (n, 4): d/d(x,tau,sig,r)
-        fwd = x + r * tau
-        dfwd = np.stack([one, r, zero, tau], axis=1)
-        u = fwd / s
-        du = (dfwd - u[:, None] * ds) / s[:, None]
-        tu = np.tanh(u / sp["u_scale"])
-        dtu_du = (1.0 - tu * tu) / sp["u_scale"]
-        F = np.stack(
-            [
-                (x - nm["xc"]) / nm["xh"],
-                2.0 * sq / nm["sqrt_tau_max"] - 1.0,
-                (sigma - nm["sc"]) / nm["sh"],
-                (r - nm["rc"]) / nm["rh"],
-                2.0 * s / nm["s_max"] - 1.0,
-                tu,
-            ],
-            axis=1,
-        )
-        # tangents are (4, n, width): one (n, width) slab per direction x, tau, sigma, r
-        dF = np.zeros((4, n, N_FEATURES))
-        dF[0, :, 0] = 1.0 / nm["xh"]
-        dF[1, :, 1] = 1.0 / (sq * nm["sqrt_tau_max"])
-        dF[2, :, 2] = 1.0 / nm["sh"]
-        dF[3, :, 3] = 1.0 / nm["rh"]
-        dF[:, :, 4] = 2.0 * ds.T / nm["s_max"]
-        dF[:, :, 5] = dtu_du[None, :] * du.T
-        Fxx = np.zeros((n, N_FEATURES))
-        Fxx[:, 5] = -2.0 * tu * dtu_du / sp["u_scale"] * du[:, 0] ** 2
-        # forward mode through the MLP: values, 4 first derivatives, d2/dx2
-        a, da, axx = F, dF, Fxx
-        last = len(self.kernels) - 1
-        for i, (W, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
-            z = a @ W + b
-            dz = da @ W
-            zxx = axx @ W
-            if i == last:
-                a, da, axx = z, dz, zxx
-                break
-            h = np.tanh(z)
-            g1 = 1.0 - h * h
-            a = h
-            axx = g1 * zxx - 2.0 * h * g1 * dz[0] ** 2
-            da = g1[None] * dz
-        nn, dn, nxx = a[:, 0], da[:, :, 0].T, axx[:, 0]
-        # head: v = D q softplus(A), A = z / q + n
-        D = np.exp(-r * tau)
-        dD = np.stack([zero, -r * D, zero, -tau * D], axis=1)
-        q = sp["base_width"] * s
-        dq = sp["base_width"] * ds
-        E = np.exp(fwd)
-        zz = E - 1.0
-        dzz = E[:, None] * dfwd
-        A = zz / q + nn
-        dA = dzz / q[:, None] - (zz / (q * q))[:, None] * dq + dn
-        Axx = E / q + nxx
-        P = np.logaddexp(0.0, A)
-        sA = 0.5 * (1.0 + np.tanh(0.5 * A))
-        v = D * q * P
-        dv = (dD * (q * P)[:, None]) + (D * P)[:, None] * dq + (D * q * sA)[:, None] * dA
-        v_xx = D * q * (sA * Axx + sA * (1.0 - sA) * dA[:, 0] ** 2)
-        return {
-            "v": v,
-            "v_x": dv[:, 0],
-            "v_tau": dv[:, 1],
-            "v_sigma": dv[:, 2],
-            "v_r": dv[:, 3],
-            "v_xx": v_xx,
-        }
+        slab = np.empty((6, n, N_FEATURES))
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                slab[i, :, j] = value
+        out = self._propagate(slab)[:, :, 0]
+        return _head(out[0], out[1:5], out[5], tau, r, parts, np, self.spec["base_width"])
 
-    def price_k(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
-        """v = C/K only (same as ``derivatives(...)['v']``)."""
-        return self.derivatives(x, tau, sigma, r)["v"]
+    def scalar_derivatives(self, x: float, tau: float, sigma: float, r: float) -> dict[str, float]:
+        """:meth:`derivatives` for one contract, as floats, without per-row numpy overhead."""
+        rows, parts = _input_layer(x, tau, sigma, r, self.spec, self._norm, ScalarMath)
+        out = self._propagate(np.array(rows))[:, 0].tolist()
+        return _head(out[0], out[1:5], out[5], tau, r, parts, ScalarMath, self.spec["base_width"])
+
+    def price_k(self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 16384) -> np.ndarray:
+        """v = C/K only: values without derivatives (about 6x less work than ``derivatives``)."""
+        c = _coords_array(x, tau, sigma, r)
+        out = []
+        for i in range(0, max(len(c), 1), chunk):
+            x_, tau_, sigma_, r_ = c[i : i + chunk].T
+            rows, parts = _input_layer(x_, tau_, sigma_, r_, self.spec, self._norm, np)
+            slab = np.stack([np.broadcast_to(v, x_.shape) for v in rows[0]], axis=1)[None]
+            n = self._propagate(slab)[0, :, 0]
+            out.append(_head_value(n, tau_, r_, parts, self.spec["base_width"]))
+        return np.concatenate(out)
 
     def greeks(
         self,
@@ -284,21 +391,11 @@ class NumpyPinn:
         kind: Literal["call", "put"] = "call",
     ) -> dict[str, np.ndarray]:
         """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
-        S, K, tau, sigma, r = (
-            a.ravel()
-            for a in np.broadcast_arrays(
-                *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
-            )
-        )
-        x = np.log(S / K)
-        d = self.derivatives(x, tau, sigma, r)
-        return greeks_from_derivatives(d, x, tau, r, K, kind)
+        return price_greeks(self, S, K, tau, sigma, r, kind)
 
     def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
         """The PDE residual R of the network at the points (per year)."""
-        c = _coords_array(x, tau, sigma, r)
-        d = self.derivatives(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
-        return pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], c[:, 2], c[:, 3])
+        return residual_at(self, x, tau, sigma, r)
 
 
 # --------------------------------------------------------------------------- Keras model
@@ -461,20 +558,11 @@ def _keras_classes() -> dict[str, type]:
             kind: Literal["call", "put"] = "call",
         ) -> dict[str, np.ndarray]:
             """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
-            S, K, tau, sigma, r = (
-                a.ravel()
-                for a in np.broadcast_arrays(
-                    *(np.asarray(v, dtype=np.float64) for v in (S, K, tau, sigma, r))
-                )
-            )
-            x = np.log(S / K)
-            return greeks_from_derivatives(self.derivatives(x, tau, sigma, r), x, tau, r, K, kind)
+            return price_greeks(self, S, K, tau, sigma, r, kind)
 
         def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
             """The PDE residual R at the points (per year)."""
-            c = _coords_array(x, tau, sigma, r)
-            d = self.derivatives(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
-            return pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], c[:, 2], c[:, 3])
+            return residual_at(self, x, tau, sigma, r)
 
         # ---------------------------------------------------------------- training
         def loss_terms(self, x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tf.Tensor]:

@@ -13,8 +13,8 @@ from reprolab.config import Params
 from reprolab.resources import StageResources
 from reprolab.stage import StageMain
 
-DATASETS = ("markets", "options")
-MODELS = ("mamba", "pinn")
+DATASETS = ("markets", "options", "contexts")
+MODELS = ("mamba", "pinn", "cet")
 STEPS = ("generate", "split_augment", "features", "data_metrics")
 
 

@@ -29,6 +29,7 @@ GOALS = {  # issue goals, in-domain test split
     "pde_residual_rms": 1e-3,
     "delta_max_abs": 5e-3,
     "gamma_p95_rel": 0.02,
+    "vega_p95_rel_atm": 0.01,
 }
 
 
@@ -62,6 +63,7 @@ def train(params: Params, res: StageResources) -> None:
     from dvclive import Live
 
     from reprolab.bench.pinn_accuracy import evaluate
+    from reprolab.features.options import training_domain_sampler
     from reprolab.models.pinn import NumpyPinn, export_weights, train_pinn
 
     t = params.train.pinn
@@ -91,6 +93,10 @@ def train(params: Params, res: StageResources) -> None:
         guard=t.guard,
         bounds=domain_bounds(params.options.generate.domain),
         on_epoch_end=log,
+        # refinement draws fresh points, never from the held-out band
+        candidate_sampler=training_domain_sampler(
+            params.options.generate.domain, params.options.split.heldout
+        ),
         fingerprint=f"{params.options}",
         verbose=0,
     )

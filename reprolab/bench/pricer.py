@@ -1,0 +1,216 @@
+"""Serving speed and memory of the PINN pricer, with the closed form measured in the same run.
+
+``python -m reprolab.bench.pricer [--model models/pinn/weights.npz] [--out
+metrics/bench/pricer.json]`` measures, on the exported model of ``train@pinn``:
+
+* single call, price + all Greeks, p50/p95/p99 over ``--calls`` distinct contracts after a
+  warm-up: the numpy path (``Pricer.price`` on scalars, both precisions), the TensorFlow path
+  (the ``.keras`` model's ``greeks``, one ``tf.function`` with a fixed input signature) and the
+  scalar closed form (``bs_price_greeks`` on one row);
+* a cached repeat (the same scalar query again: the LRU cache);
+* a batch of ``--batch`` contracts: prices only and prices with all Greeks, each precision,
+  against the vectorised closed form (``ratio_to_closed_form`` = PINN rate / closed-form rate);
+* the peak RSS of a fresh process that serves through the numpy path (single calls and one
+  batch), and whether that process imported TensorFlow (it must not);
+* the size of the exported artefact.
+
+Timings vary with machine load: compare the figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprolab.io import write_json
+
+DEFAULT_OUT = "metrics/bench/pricer.json"
+DEFAULT_MODEL = Path("models") / "pinn" / "weights.npz"
+GOALS = {  # from the issue: upper bounds (seconds, bytes) and lower bounds (rates)
+    "numpy_single_p95_us": ("<=", 100.0),
+    "tf_single_p95_us": ("<=", 1000.0),
+    "cached_p95_us": ("<=", 10.0),
+    "batch_prices_per_s": (">=", 1e6),
+    "batch_greeks_per_s": (">=", 1.5e5),
+    "serving_rss_mib": ("<=", 150.0),
+    "artifact_bytes": ("<=", 1_000_000),
+}
+# A fresh interpreter that serves through the numpy path and reports its peak memory.
+_SERVE = """
+import json, sys
+import numpy as np
+from reprolab.pricing import Pricer
+p = Pricer.load(sys.argv[1], sys.argv[2])
+for i in range(1000):
+    p.price(90.0 + 0.02 * i, 100.0, 0.5, 0.25, 0.03, "put")
+g = np.random.default_rng(0)
+n = int(sys.argv[3])
+p.price(g.uniform(60, 180, n), 100.0, g.uniform(0.01, 2, n), g.uniform(0.05, 0.7, n), 0.03)
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({
+    "peak_rss_mib": int(hwm.split()[1]) / 1024,
+    "tensorflow_imported": "tensorflow" in sys.modules,
+}))
+"""
+
+
+def _contracts(n: int, seed: int = 0) -> list[tuple[float, float, float, float, float]]:
+    """``n`` distinct in-domain contracts (so no call is answered from the cache)."""
+    g = np.random.default_rng(seed)
+    return [
+        (float(S), 100.0, float(t), float(s), float(r))
+        for S, t, s, r in zip(
+            g.uniform(70, 140, n),
+            g.uniform(0.05, 1.9, n),
+            g.uniform(0.06, 0.65, n),
+            g.uniform(0.001, 0.099, n),
+            strict=True,
+        )
+    ]
+
+
+def _latency_us(fn: Callable[..., Any], calls: Sequence[tuple], warmup: int) -> dict[str, float]:
+    for args in calls[:warmup]:
+        fn(*args)
+    times = np.empty(len(calls) - warmup)
+    for i, args in enumerate(calls[warmup:]):
+        start = time.perf_counter()
+        fn(*args)
+        times[i] = time.perf_counter() - start
+    p50, p95, p99 = np.percentile(times, [50, 95, 99]) * 1e6
+    return {"p50_us": round(p50, 2), "p95_us": round(p95, 2), "p99_us": round(p99, 2)}
+
+
+def _rate(fn: Callable[[], Any], n: int, repeats: int = 3) -> float:
+    """Options per second: ``n`` over the best of ``repeats`` timings (after one warm-up)."""
+    fn()
+    best = min(_timed(fn) for _ in range(repeats))
+    return n / best
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _serving_process(model: Path, precision: str, batch: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVE, str(model), precision, str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _goals(figures: dict[str, float]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, (op, bound) in GOALS.items():
+        value = figures.get(key)
+        met = value is not None and (value <= bound if op == "<=" else value >= bound)
+        out[key] = {"goal": f"{op} {bound:g}", "reached": value, "met": bool(met)}
+    return out
+
+
+def run(model: Path, calls: int, warmup: int, batch: int, tf_calls: int) -> dict[str, Any]:
+    """Every figure of the module docstring, as a JSON-ready dict."""
+    from reprolab.blackscholes import bs_price_greeks
+    from reprolab.pricing import Pricer
+
+    contracts = _contracts(calls + warmup)
+    report: dict[str, Any] = {"model": str(model), "calls": calls, "batch": batch}
+    single: dict[str, Any] = {}
+    for precision in ("float32", "float64"):
+        pricer = Pricer.load(model, precision)
+        single[f"numpy_{precision}"] = _latency_us(
+            lambda S, K, t, s, r, p=pricer: p.price(S, K, t, s, r, "put"), contracts, warmup
+        )
+    cached = Pricer.load(model, "float32")
+    single["cached"] = _latency_us(
+        lambda *a: cached.price(100.0, 100.0, 0.5, 0.2, 0.03, "put"), contracts, warmup
+    )
+    single["closed_form_numpy"] = _latency_us(
+        lambda S, K, t, s, r: bs_price_greeks(S, K, t, s, r, "put"), contracts, warmup
+    )
+
+    g = np.random.default_rng(1)
+    S = g.uniform(70, 140, batch)
+    tau, sigma, r = g.uniform(0.05, 1.9, batch), g.uniform(0.06, 0.65, batch), 0.03
+    closed = _rate(lambda: bs_price_greeks(S, 100.0, tau, sigma, r, "call"), batch)
+    rates: dict[str, Any] = {"closed_form_per_s": round(closed)}
+    for precision in ("float32", "float64"):
+        pricer = Pricer.load(model, precision)
+        for name, greeks in (("prices", False), ("greeks", True)):
+            rate = _rate(
+                lambda p=pricer, gr=greeks: p.price(S, 100.0, tau, sigma, r, greeks=gr), batch
+            )
+            rates[f"{name}_{precision}_per_s"] = round(rate)
+            rates[f"{name}_{precision}_ratio_to_closed_form"] = round(rate / closed, 4)
+
+    keras_path = model.with_name("model.keras")
+    if tf_calls > 0 and keras_path.exists():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from reprolab.models.pinn import load_pinn_model
+
+        keras_model = load_pinn_model(keras_path)
+        tf_contracts = contracts[: tf_calls + warmup]
+        single["tensorflow"] = _latency_us(
+            lambda S, K, t, s, r: keras_model.greeks(S, K, t, s, r, "put"), tf_contracts, warmup
+        )
+    serving = _serving_process(model, "float32", batch)
+    report.update(
+        {
+            "single_call": single,
+            "batch_rates": rates,
+            "serving_process": serving,
+            "artifact_bytes": model.stat().st_size,
+        }
+    )
+    figures = {
+        "numpy_single_p95_us": single["numpy_float32"]["p95_us"],
+        "tf_single_p95_us": single.get("tensorflow", {}).get("p95_us"),
+        "cached_p95_us": single["cached"]["p95_us"],
+        "batch_prices_per_s": rates["prices_float32_per_s"],
+        "batch_greeks_per_s": rates["greeks_float32_per_s"],
+        "serving_rss_mib": round(serving["peak_rss_mib"], 1),
+        "artifact_bytes": report["artifact_bytes"],
+    }
+    report["goals"] = _goals(figures)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reprolab.bench.pricer")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--calls", type=int, default=2000, help="timed single calls")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--tf-calls", type=int, default=1000, help="0 skips the TF path")
+    args = parser.parse_args(argv)
+    if not args.model.exists():
+        print(
+            f"error: {args.model}: no exported PINN (run `dvc repro train@pinn`)", file=sys.stderr
+        )
+        return 2
+    report = run(args.model, args.calls, args.warmup, args.batch, args.tf_calls)
+    write_json(args.out, report)
+    print(json.dumps(report["goals"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
