@@ -346,9 +346,89 @@ class PinnTrainParams:
 
 
 @dataclass(frozen=True)
+class CetModelParams:
+    """The base causal LM built locally from a config (when ``base_model`` is empty)."""
+
+    arch: Literal["qwen2", "llama"] = "qwen2"
+    hidden_size: int = _bounded(128, ge=8, le=16384)
+    num_layers: int = _bounded(4, ge=1, le=256)
+    num_heads: int = _bounded(4, ge=1, le=256)
+    num_kv_heads: int = _bounded(2, ge=1, le=256)
+    intermediate_size: int = _bounded(384, ge=8, le=65536)
+    max_positions: int = _bounded(1024, ge=64, le=131072)
+
+    def validate(self, path: str) -> None:
+        if self.hidden_size % self.num_heads:
+            _fail(f"{path}.hidden_size", self.hidden_size, "a multiple of num_heads")
+        if self.num_heads % self.num_kv_heads:
+            _fail(f"{path}.num_kv_heads", self.num_kv_heads, "a divisor of num_heads")
+
+
+@dataclass(frozen=True)
+class CetAdapterParams:
+    method: Literal["lora", "qlora"] = "lora"  # qlora: 4-bit NF4 base (bitsandbytes)
+    r: int = _bounded(16, ge=1, le=1024)
+    alpha: float = _bounded(32.0, gt=0.0)
+    dropout: float = _bounded(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = _list(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_len=1
+    )
+
+
+@dataclass(frozen=True)
+class CetPhaseParams:
+    steps: int = _bounded(100, ge=0, le=10_000_000)
+    batch_size: int = _bounded(8, ge=1, le=65536)
+    learning_rate: float = _bounded(1e-3, gt=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class CetScstParams(CetPhaseParams):
+    steps: int = _bounded(24, ge=0, le=10_000_000)
+    batch_size: int = _bounded(8, ge=1, le=65536)
+    learning_rate: float = _bounded(2e-4, gt=0.0, le=1.0)
+    temperature: float = _bounded(0.7, gt=0.0, le=10.0)
+    top_p: float = _bounded(0.9, gt=0.0, le=1.0)
+    kl_coef: float = _bounded(0.02, ge=0.0)  # penalty towards the base (adapters disabled)
+    grad_clip: float = _bounded(1.0, gt=0.0)
+    val_every: int = _bounded(8, ge=1)  # steps between validation pass-rate checks
+    val_programs: int = _bounded(64, ge=1)  # validation programs per check (fixed subset)
+    rollback_floor: float = _bounded(0.7, ge=0.0, le=1.0)  # roll back below this pass rate
+    rollback_margin: float = _bounded(0.05, ge=0.0, le=1.0)  # ... or this far below the best
+    rollback_lr_factor: float = _bounded(0.5, gt=0.0, lt=1.0)
+    max_rollbacks: int = _bounded(3, ge=0)  # then SCST stops at the last good checkpoint
+
+
+@dataclass(frozen=True)
+class CetTrainParams:
+    """Phase 1 pre-trains the base (full parameters), 2 fine-tunes adapters, 3 runs SCST."""
+
+    base_model: str = ""  # empty: build from ``model``; else a hub id or a local directory
+    model: CetModelParams = field(default_factory=CetModelParams)
+    adapter: CetAdapterParams = field(default_factory=CetAdapterParams)
+    pretrain: CetPhaseParams = field(
+        default_factory=lambda: CetPhaseParams(steps=150, batch_size=8, learning_rate=2e-3)
+    )
+    sft: CetPhaseParams = field(
+        default_factory=lambda: CetPhaseParams(steps=250, batch_size=8, learning_rate=2e-3)
+    )
+    scst: CetScstParams = field(default_factory=CetScstParams)
+    max_new_tokens: int = _bounded(48, ge=1, le=4096)
+    eval_batch_size: int = _bounded(16, ge=1, le=65536)
+    checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints
+    threads: int = _bounded(1, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
+    reconstruct_workers: int = _bounded(1, ge=1, le=64)
+    qlora_probe_steps: int = _bounded(4, ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
+    distributed: Literal["none", "ddp"] = "none"  # ddp: SFT over nproc gloo/nccl processes
+    nproc: int = _bounded(2, ge=1, le=1024)
+    guard: GuardParams = field(default_factory=lambda: GuardParams(min_batch_size=1))
+
+
+@dataclass(frozen=True)
 class TrainParams:
     mamba: MambaTrainParams = field(default_factory=MambaTrainParams)
     pinn: PinnTrainParams = field(default_factory=PinnTrainParams)
+    cet: CetTrainParams = field(default_factory=CetTrainParams)
 
 
 # --------------------------------------------------------------------------- top level

@@ -45,10 +45,30 @@ TINY = {
             "rar_points": 32,
             "n_val": 256,
         },
+        "cet": {
+            "model": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "num_kv_heads": 1,
+                "intermediate_size": 64,
+                "max_positions": 2048,
+            },
+            "adapter": {"r": 4, "alpha": 8.0},
+            "pretrain": {"steps": 3, "batch_size": 4},
+            "sft": {"steps": 3, "batch_size": 4},
+            "scst": {"steps": 2, "batch_size": 2, "val_every": 1, "val_programs": 4},
+            "max_new_tokens": 12,
+            "qlora_probe_steps": 1,
+        },
     },
     "options": {
         "generate": {"n_contracts": 3000, "chunk_rows": 1000},
         "features": {"n_interior": 500, "n_terminal": 100, "n_boundary": 100},
+    },
+    "contexts": {
+        "generate": {"n_programs": 60},
+        "features": {"vocab_size": 400, "max_prompt_tokens": 2048},
     },
     "resources": {"progress": False},
 }
@@ -127,6 +147,9 @@ TRAINED = (
     "models/mamba/predictions.parquet",
     "metrics/train/mamba/metrics.json",
     "metrics/train/pinn/metrics.json",
+    "models/cet/adapter/adapter_model.safetensors",
+    "models/cet/base/model.safetensors",
+    "metrics/train/cet/metrics.json",
 )
 
 
@@ -140,12 +163,14 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     _run(["dvc", "repro"], clone)
     stages = set(_lock(clone)["stages"])
     for step in ("generate", "split_augment", "features", "data_metrics"):
-        for dataset in ("markets", "options"):
+        for dataset in ("markets", "options", "contexts"):
             assert f"{step}@{dataset}" in stages
-    assert {"train@mamba", "train@pinn"} <= stages
+    assert {"train@mamba", "train@pinn", "train@cet"} <= stages
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
-    assert len(first_hashes) == 8 and set(first_metrics) == {"markets.json", "options.json"}
+    assert len(first_hashes) == 12
+    assert set(first_metrics) == {"markets.json", "options.json", "contexts.json"}
+    assert first_metrics["contexts.json"]["test"]["pass_rate"]["gold"] == 1.0
     assert first_metrics["markets.json"]["test"]["oracle_accuracy"] > 0.4
 
     again = _run(["dvc", "repro"], clone)

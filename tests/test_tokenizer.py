@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reprolab.errors import DataQualityError, DependencyError, ValidationError
-from reprolab.features.tokenizer import (
+from reprolab.features.contexts import (
     SPECIAL_TOKENS,
     encode_pair,
     load_tokenizer,

@@ -119,7 +119,7 @@ def split_augment(params: Params, res: StageResources) -> None:
 
 
 def features(params: Params, res: StageResources) -> None:
-    from reprolab.features.tokenizer import encode_pair, save_tokenizer, train_tokenizer
+    from reprolab.features.contexts import encode_pair, save_tokenizer, train_tokenizer
 
     f = params.contexts.features
     splits = {n: read_parquet(paths.split(DATASET) / _split_file(n)) for n in SPLITS}

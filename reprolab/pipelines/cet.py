@@ -1,0 +1,699 @@
+"""train@cet: the context engineering transformer, in three guarded phases, and its metrics.
+
+1. ``pretrain``: the base causal LM (built from ``train.cet.model``, or ``from_pretrained``
+   of ``train.cet.base_model``) learns training-split text (raw context, separator, gold
+   context) with every parameter; saved with ``save_pretrained`` to ``models/cet/base``.
+2. ``sft``: LoRA (or QLoRA on the 4-bit base) adapters learn raw -> gold, loss on the target.
+3. ``scst``: self-critical RL. For a batch of training prompts, one sample (temperature,
+   top-p) and one greedy decode; reward = pass rate of the program the reconstructor rebuilds
+   from the decoded context; loss = -(r_sample - r_greedy) log p(sample) + a KL penalty to the
+   base. Every ``val_every`` steps the greedy pass rate on a fixed validation subset decides:
+   falling more than ``rollback_margin`` below the best, or below ``rollback_floor`` once the
+   best was above it, restores the best adapter and optimizer state and scales the learning
+   rate by ``rollback_lr_factor`` (logged; after ``max_rollbacks`` SCST stops there).
+
+Everything is evaluated on the test split (templates never seen in training): the CET's
+greedy contexts and the baselines (raw context, heuristic filter, no context, gold = the
+ceiling). Outputs: ``models/cet/base`` (weights, config and tokenizer: a
+``from_pretrained`` directory, usable as ``train.cet.base_model``), ``models/cet/adapter``;
+``metrics/train/cet/metrics.json`` (quality, deterministic); ``speed.json`` (times, memory;
+not cached); dvclive curves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprolab import paths
+from reprolab.config import CetPhaseParams, CetTrainParams, Params
+from reprolab.context_metrics import context_report
+from reprolab.errors import PipelineError
+from reprolab.io import atomic_dir, write_json
+from reprolab.pipelines.contexts import TOKENIZER, baseline_contexts, read_features
+from reprolab.resources import StageResources, rss_bytes
+from reprolab.seeding import int_seed, rng
+
+MODEL = "cet"
+MODEL_DIR = Path("models") / MODEL
+METRICS_DIR = paths.METRICS / "train" / MODEL
+CHECKPOINTS = Path(".checkpoints") / f"train_{MODEL}"  # outside every DVC output
+GOALS = {"pass_rate": (">=", 0.95), "compression": ("<=", 0.3)}
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- data
+class Data:
+    """A tokenised split as lists (prompt ids, target ids, tests, texts).
+
+    ``encode`` (a function of raw, gold) re-tokenises the texts: a base model named in
+    ``train.cet.base_model`` brings its own tokenizer, which the stored ids do not match.
+    """
+
+    def __init__(self, frame: pd.DataFrame, encode: Any = None) -> None:
+        self.frame = frame.reset_index(drop=True)
+        if encode is None:
+            self.prompts = [list(map(int, p)) for p in frame["prompt_ids"]]
+            self.targets = [list(map(int, t)) for t in frame["target_ids"]]
+        else:
+            pairs = [encode(r, g) for r, g in zip(frame["raw"], frame["gold"], strict=True)]
+            self.prompts = [list(p["prompt_ids"]) for p in pairs]
+            self.targets = [list(p["target_ids"]) for p in pairs]
+        self.tests = list(frame["tests"])
+        self.gold = list(frame["gold"])
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
+        """Row indices of ``step``: a function of (seed, phase, step) only, so resumable."""
+        gen = rng(seed, "cet", phase, step)
+        return np.sort(gen.choice(len(self), size=min(size, len(self)), replace=False))
+
+
+def _micro(rows: np.ndarray, micro_batch: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(rows), micro_batch):
+        yield rows[i : i + micro_batch]
+
+
+# --------------------------------------------------------------------------- steps
+def _optimizer(model: Any, lr: float) -> Any:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def _finite_step(model: Any, optimizer: Any, clip: float) -> float:
+    """Clip, check, update: a non-finite gradient raises before anything changes."""
+    import torch
+
+    from reprolab.training_torch import NonFiniteStep
+
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    if not np.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteStep(f"gradient norm {norm}")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def _supervised_step(
+    model: Any,
+    optimizer: Any,
+    data: Data,
+    rows: np.ndarray,
+    micro_batch: int,
+    pad_id: int,
+    lm: bool,
+) -> dict[str, float]:
+    """One optimizer step over ``rows`` (accumulated in micro-batches), token-weighted."""
+    from reprolab.models.cet import causal_lm_loss, collate, lm_collate
+    from reprolab.training_torch import NonFiniteStep
+
+    optimizer.zero_grad(set_to_none=True)
+    if lm:
+        seqs = [data.prompts[i] + data.targets[i] for i in rows]
+        weights = [len(s) - 1 for s in seqs]
+    else:
+        weights = [len(data.targets[i]) for i in rows]
+    total_tokens = float(sum(weights))
+    loss_sum = 0.0
+    for part in _micro(rows, micro_batch):
+        if lm:
+            batch = lm_collate([data.prompts[i] + data.targets[i] for i in part], pad_id)
+            tokens = sum(len(data.prompts[i]) + len(data.targets[i]) - 1 for i in part)
+        else:
+            batch = collate([(data.prompts[i], data.targets[i]) for i in part], pad_id)
+            tokens = sum(len(data.targets[i]) for i in part)
+        loss = causal_lm_loss(model, batch)
+        if not bool(loss.isfinite()):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteStep(f"loss {float(loss)}")
+        (loss * (tokens / total_tokens)).backward()
+        loss_sum += float(loss.detach()) * tokens
+    norm = _finite_step(model, optimizer, clip=1.0)
+    return {"loss": loss_sum / total_tokens, "grad_norm": norm}
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _load_trainable(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            named[k].copy_(v)
+
+
+# --------------------------------------------------------------------------- decoding
+class Decoder:
+    """Greedy/sampled contexts for prompts, as text, in batches of ``batch_size``."""
+
+    def __init__(self, model: Any, tokenizer: Any, ids: dict[str, int], t: CetTrainParams):
+        self.model, self.tokenizer, self.ids, self.t = model, tokenizer, ids, t
+
+    def ids_to_text(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(
+            [i for i in ids if i != self.ids["eos"]], skip_special_tokens=True
+        )
+
+    def greedy(self, prompts: Sequence[list[int]]) -> list[list[int]]:
+        from reprolab.models.cet import generate
+
+        out: list[list[int]] = []
+        size = self.t.eval_batch_size
+        for i in range(0, len(prompts), size):
+            out.extend(
+                generate(
+                    self.model,
+                    prompts[i : i + size],
+                    max_new_tokens=self.t.max_new_tokens,
+                    eos_id=self.ids["eos"],
+                    pad_id=self.ids["pad"],
+                    greedy=True,
+                )
+            )
+        return out
+
+
+def pass_rates(reconstructor: Any, contexts: Sequence[str], tests: Sequence[str]) -> list[float]:
+    return reconstructor.score_many(list(zip(contexts, tests, strict=True)))
+
+
+# --------------------------------------------------------------------------- phases
+class CetTrainer:
+    """The three phases over one model, one tokenizer and one reconstructor."""
+
+    def __init__(
+        self,
+        params: Params,
+        res: StageResources,
+        live: Any,
+        reconstructor: Any,
+        checkpoint_dir: Path = CHECKPOINTS,
+    ) -> None:
+        from reprolab.features.contexts import encode_pair, load_tokenizer, special_ids
+
+        self.t = params.train.cet
+        self.seed = int_seed(params.seed, "train", MODEL)
+        self.res, self.live, self.rec = res, live, reconstructor
+        self.checkpoint_dir = Path(checkpoint_dir)
+        # A named base model comes with its own tokenizer (same directory or hub id).
+        tok_path = self.t.base_model or str(paths.features("contexts") / TOKENIZER)
+        self.tokenizer = load_tokenizer(tok_path)
+        self.ids = special_ids(self.tokenizer)
+        f = params.contexts.features
+        encode = None
+        if self.t.base_model:
+
+            def encode(raw: str, gold: str) -> dict[str, list[int]]:
+                return encode_pair(
+                    self.tokenizer, raw, gold, f.max_prompt_tokens, f.max_target_tokens
+                )
+
+        self.train = Data(read_features("train"), encode)
+        self.val = Data(read_features("val"), encode)
+        self.test = Data(read_features("test"), encode)
+        self.setup = json.dumps(
+            {"cet": repr(self.t), "contexts": repr(params.contexts), "seed": self.seed},
+            sort_keys=True,
+        )
+        self.events: list[str] = []
+        self.seconds: dict[str, float] = {}
+        self.live_step = 0
+
+    # ---------------------------------------------------------------- logging
+    def log(self, phase: str, logs: dict[str, float]) -> None:
+        for key, value in sorted(logs.items()):
+            self.live.log_metric(f"{phase}/{key}", float(value))
+        self.live.next_step()
+        self.live_step += 1
+
+    def _phase(
+        self,
+        phase: str,
+        model: Any,
+        optimizer: Any,
+        p: CetPhaseParams,
+        step_fn: Any,
+        extra_state: Any = None,
+        after_step: Any = None,
+        stop: Any = None,
+    ) -> None:
+        from reprolab.models.cet import rng_state, set_rng_state
+        from reprolab.training_torch import guarded_steps, set_lr
+
+        def state() -> dict[str, Any]:
+            out = {
+                "weights": _trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+            }
+            if extra_state is not None:
+                out["extra"] = extra_state[0]()
+            return out
+
+        def restore(saved: dict[str, Any]) -> None:
+            _load_trainable(model, saved["weights"])
+            optimizer.load_state_dict(saved["optimizer"])
+            set_rng_state(saved["rng"])
+            if extra_state is not None:
+                extra_state[1](saved["extra"])
+
+        bar = self.res.progress(range(p.steps), p.steps, phase)
+        it = iter(bar)
+
+        def on_step(step: int, logs: dict[str, float]) -> None:
+            next(it, None)
+            self.log(phase, logs)
+
+        start = time.perf_counter()
+        gs = guarded_steps(
+            phase=phase,
+            steps=p.steps,
+            batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            step_fn=step_fn,
+            set_learning_rate=lambda lr: set_lr(optimizer, lr),
+            state=state,
+            restore=restore,
+            checkpoint_dir=self.checkpoint_dir,
+            checkpoint_every=self.t.checkpoint_every,
+            setup=self.setup,
+            guard=self.t.guard,
+            on_step=on_step,
+            after_step=after_step,
+            stop=stop,
+        )
+        for _ in it:  # close the progress bar (a resumed phase skips steps)
+            pass
+        self.seconds[phase] = time.perf_counter() - start
+        self.events.extend(f"{phase}: {e}" for e in gs.events)
+
+    def pretrain(self) -> Any:
+        """Phase 1: the base LM, all parameters, on training-split text."""
+        from reprolab.models.cet import build_base_model, load_base_model
+
+        t = self.t
+        if t.base_model:
+            model = load_base_model(t.base_model)
+        else:
+            m = t.model
+            model = build_base_model(
+                vocab_size=len(self.tokenizer),
+                arch=m.arch,
+                hidden_size=m.hidden_size,
+                num_layers=m.num_layers,
+                num_heads=m.num_heads,
+                num_kv_heads=m.num_kv_heads,
+                intermediate_size=m.intermediate_size,
+                max_positions=m.max_positions,
+                pad_id=self.ids["pad"],
+                bos_id=self.ids["bos"],
+                eos_id=self.ids["eos"],
+                seed=self.seed,
+            )
+        model.train()
+        optimizer = _optimizer(model, t.pretrain.learning_rate)
+
+        def step_fn(step: int, micro: int) -> dict[str, float]:
+            rows = self.train.batch(self.seed, "pretrain", step, t.pretrain.batch_size)
+            return _supervised_step(
+                model, optimizer, self.train, rows, micro, self.ids["pad"], lm=True
+            )
+
+        self._phase("pretrain", model, optimizer, t.pretrain, step_fn)
+        return model
+
+    def attach(self, model: Any, base_dir: Path, method: str) -> Any:
+        from reprolab.models.cet import attach_adapters
+
+        a = self.t.adapter
+        source = base_dir if method == "qlora" else model
+        adapted = attach_adapters(
+            source,
+            method=method,  # type: ignore[arg-type]
+            r=a.r,
+            alpha=a.alpha,
+            dropout=a.dropout,
+            target_modules=list(a.target_modules),
+            seed=self.seed,
+        )
+        if adapted.method != method:
+            self.events.append(f"adapter: {method} unavailable, trained {adapted.method}")
+        return adapted
+
+    def sft(self, model: Any, base_dir: Path) -> None:
+        """Phase 2: adapters learn raw -> gold (loss on the target tokens only)."""
+        t = self.t
+        if t.distributed == "ddp":
+            self.sft_ddp(model, base_dir)
+            return
+        model.train()
+        optimizer = _optimizer(model, t.sft.learning_rate)
+
+        def step_fn(step: int, micro: int) -> dict[str, float]:
+            rows = self.train.batch(self.seed, "sft", step, t.sft.batch_size)
+            return _supervised_step(
+                model, optimizer, self.train, rows, micro, self.ids["pad"], lm=False
+            )
+
+        self._phase("sft", model, optimizer, t.sft, step_fn)
+
+    def sft_ddp(self, model: Any, base_dir: Path) -> None:
+        """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.distributed`)."""
+        import torch
+
+        from reprolab.distributed import launch
+
+        t = self.t
+        if t.sft.batch_size < t.nproc:
+            raise PipelineError(
+                f"train.cet.sft.batch_size = {t.sft.batch_size}: ddp needs at least one row "
+                f"per process (nproc = {t.nproc})"
+            )
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        job = self.checkpoint_dir / "ddp_job.pt"
+        result = self.checkpoint_dir / "ddp_result.pt"
+        torch.save(
+            {
+                "base_dir": str(base_dir),
+                "adapter": self.t.adapter,
+                "sft": t.sft,
+                "seed": self.seed,
+                "threads": t.threads,
+                "pad_id": self.ids["pad"],
+                "prompts": self.train.prompts,
+                "targets": self.train.targets,
+                "result": str(result),
+            },
+            job,
+        )
+        start = time.perf_counter()
+        launch(ddp_sft_job, t.nproc, str(job))
+        out = torch.load(result, weights_only=False)
+        _load_trainable(model, out["weights"])
+        for logs in out["logs"]:
+            self.log("sft", logs)
+        self.seconds["sft"] = time.perf_counter() - start
+        self.events.append(f"sft: data-parallel over {t.nproc} processes")
+
+    def val_pass_rate(self, decoder: Decoder, rows: np.ndarray) -> float:
+        out = decoder.greedy([self.val.prompts[i] for i in rows])
+        contexts = [decoder.ids_to_text(o) for o in out]
+        return float(np.mean(pass_rates(self.rec, contexts, [self.val.tests[i] for i in rows])))
+
+    def scst(self, model: Any) -> dict[str, Any]:
+        """Phase 3: self-critical sequence training with validation rollbacks."""
+        import torch
+
+        from reprolab.models.cet import generate, scst_loss
+
+        t, s = self.t, self.t.scst
+        model.train()
+        optimizer = _optimizer(model, s.learning_rate)
+        decoder = Decoder(model, self.tokenizer, self.ids, t)
+        gen = torch.Generator().manual_seed(int_seed(self.seed, "scst", "sampling"))
+        val_rows = np.sort(
+            rng(self.seed, "cet", "val_subset").permutation(len(self.val))[: s.val_programs]
+        )
+        track: dict[str, Any] = {"rollbacks": 0, "curve": []}
+        track["best"] = self.val_pass_rate(decoder, val_rows) if s.steps else 0.0
+        track["good"] = {"weights": _trainable_state(model), "optimizer": None}
+        track["curve"].append({"step": 0, "val_pass_rate": track["best"]})
+
+        def extra_get() -> dict[str, Any]:
+            return {"track": copy.deepcopy(track), "generator": gen.get_state()}
+
+        def extra_set(saved: dict[str, Any]) -> None:
+            track.clear()
+            track.update(saved["track"])
+            gen.set_state(saved["generator"])
+
+        def step_fn(step: int, micro: int) -> dict[str, float]:
+            rows = self.train.batch(self.seed, "scst", step, s.batch_size)
+            prompts = [self.train.prompts[i] for i in rows]
+            tests = [self.train.tests[i] for i in rows]
+            common = {"max_new_tokens": t.max_new_tokens, "eos_id": self.ids["eos"]}
+            samples = generate(
+                model,
+                prompts,
+                **common,
+                pad_id=self.ids["pad"],
+                greedy=False,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                generator=gen,
+            )
+            greedy = generate(model, prompts, **common, pad_id=self.ids["pad"], greedy=True)
+            r_s = pass_rates(self.rec, [decoder.ids_to_text(x) for x in samples], tests)
+            r_g = pass_rates(self.rec, [decoder.ids_to_text(x) for x in greedy], tests)
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats = scst_loss(
+                model,
+                prompts,
+                samples,
+                torch.tensor(r_s),
+                torch.tensor(r_g),
+                kl_coef=s.kl_coef,
+                pad_id=self.ids["pad"],
+            )
+            if not bool(loss.isfinite()):
+                from reprolab.training_torch import NonFiniteStep
+
+                raise NonFiniteStep(f"loss {float(loss)}")
+            loss.backward()
+            norm = _finite_step(model, optimizer, s.grad_clip)
+            return {
+                "loss": float(loss.detach()),
+                "reward_sample": float(np.mean(r_s)),
+                "reward_greedy": float(np.mean(r_g)),
+                "advantage": stats["advantage"],
+                "kl": stats["kl"],
+                "grad_norm": norm,
+                "cache_hit_rate": self.rec.hit_rate,
+            }
+
+        def after_step(step: int, lr: float) -> float | None:
+            if (step + 1) % s.val_every and step + 1 != s.steps:
+                return None
+            new_lr = None
+            rate = self.val_pass_rate(decoder, val_rows)
+            fell = rate < track["best"] - s.rollback_margin
+            under = track["best"] >= s.rollback_floor > rate
+            logs = {"val_pass_rate": rate, "rollbacks": track["rollbacks"]}
+            if fell or under:
+                _load_trainable(model, track["good"]["weights"])
+                if track["good"]["optimizer"] is not None:
+                    optimizer.load_state_dict(track["good"]["optimizer"])
+                new_lr = lr * s.rollback_lr_factor
+                track["rollbacks"] += 1
+                why = "below the floor" if under else "below the best by more than the margin"
+                self.events.append(
+                    f"scst: step {step + 1}: validation pass rate {rate:.3f} {why} "
+                    f"(best {track['best']:.3f}); rolled back, learning rate {new_lr:g}"
+                )
+                logs["rollbacks"] = track["rollbacks"]
+            elif rate >= track["best"]:
+                track["best"] = rate
+                track["good"] = {
+                    "weights": _trainable_state(model),
+                    "optimizer": copy.deepcopy(optimizer.state_dict()),
+                }
+            track["curve"].append({"step": step + 1, **logs})
+            self.log("scst_val", logs)
+            return new_lr
+
+        def stop() -> bool:
+            return track["rollbacks"] > s.max_rollbacks
+
+        self._phase("scst", model, optimizer, s, step_fn, (extra_get, extra_set), after_step, stop)
+        # End on the best validated state (the last check may not have been the best).
+        _load_trainable(model, track["good"]["weights"])
+        return {
+            "val_pass_rate_best": round(track["best"], 4),
+            "rollbacks": track["rollbacks"],
+            "curve": [
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()}
+                for c in track["curve"]
+            ],
+        }
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, model: Any) -> dict[str, Any]:
+        """The CET and the baselines on the test split (held-out templates)."""
+        decoder = Decoder(model, self.tokenizer, self.ids, self.t)
+        data = self.test
+        raw_tokens = [len(p) - 2 for p in data.prompts]  # without bos and separator
+        out = decoder.greedy(data.prompts)
+        contexts = {"cet": [decoder.ids_to_text(o) for o in out]}
+        contexts.update(baseline_contexts(data.frame))
+        report: dict[str, Any] = {}
+        for name, texts in contexts.items():
+            tokens = [len(self.tokenizer.encode(x, add_special_tokens=False)) for x in texts]
+            rates = pass_rates(self.rec, texts, data.tests)
+            report[name] = context_report(texts, data.gold, rates, tokens, raw_tokens)
+        return report
+
+
+def _peak_note() -> float:
+    return round(rss_bytes() / MIB, 1)
+
+
+def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, Any]:
+    """Trainable share, weight memory and SFT step time of LoRA and QLoRA on the same base."""
+    from reprolab.models.cet import trainable_parameters
+
+    out: dict[str, Any] = {}
+    steps = trainer.t.qlora_probe_steps
+    for method in ("lora", "qlora"):
+        model = trainer.attach(copy.deepcopy(base), base_dir, method)
+        peft = model.model
+        trainable, total = trainable_parameters(peft)
+        weight_bytes = sum(p.numel() * p.element_size() for p in peft.parameters())
+        optimizer = _optimizer(peft, trainer.t.sft.learning_rate)
+        rss_before = rss_bytes()
+        start = time.perf_counter()
+        for step in range(steps):
+            rows = trainer.train.batch(trainer.seed, "probe", step, trainer.t.sft.batch_size)
+            _supervised_step(
+                peft, optimizer, trainer.train, rows, len(rows), trainer.ids["pad"], lm=False
+            )
+        seconds = time.perf_counter() - start
+        out[method] = {
+            "method_used": model.method,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "trainable_share": round(trainable / total, 6),
+            "weight_bytes": int(weight_bytes),
+            "probe_steps": steps,
+            "seconds_per_step": round(seconds / steps, 4) if steps else None,
+            "rss_growth_mib": round((rss_bytes() - rss_before) / MIB, 1),
+        }
+        del model, peft, optimizer
+    return out
+
+
+def _quality(probe: dict[str, Any]) -> dict[str, Any]:
+    """The deterministic part of the probe (the rest is timing: speed.json)."""
+    keep = ("method_used", "trainable_parameters", "total_parameters", "trainable_share")
+    return {m: {k: v[k] for k in keep} for m, v in probe.items()}
+
+
+def train(params: Params, res: StageResources) -> None:
+    from dvclive import Live
+    from transformers.utils import logging as hf_logging
+
+    from reprolab.models.cet import save_adapter, set_determinism
+    from reprolab.reconstruct import Reconstructor
+
+    hf_logging.disable_progress_bar()  # our own bars (tqdm) tell the story
+    t = params.train.cet
+    seed = int_seed(params.seed, "train", MODEL)
+    set_determinism(seed, t.threads)
+    live = Live(dir=str(METRICS_DIR / "live"), dvcyaml=False, save_dvc_exp=False)
+    start = time.perf_counter()
+    with Reconstructor(workers=t.reconstruct_workers) as rec:
+        trainer = CetTrainer(params, res, live, rec)
+        res.add_rows(len(trainer.train) + len(trainer.val) + len(trainer.test))
+        base = trainer.pretrain()
+        with atomic_dir(MODEL_DIR) as out:
+            # One from_pretrained directory: weights, config and the tokenizer.
+            base.save_pretrained(out / "base")
+            trainer.tokenizer.save_pretrained(out / "base")
+            base_state = copy.deepcopy(base)
+            adapted = trainer.attach(base, out / "base", t.adapter.method)
+            model = adapted.model
+            trainer.sft(model, out / "base")
+            scst = trainer.scst(model)
+            save_adapter(model, out / "adapter")
+            evaluation = trainer.evaluate(model)
+            probe = adapter_probe(trainer, base_state, out / "base")
+        live.end()
+    seconds = time.perf_counter() - start
+    cet = evaluation["cet"]
+    report = {
+        "test": evaluation,
+        "margin_over_heuristic": round(cet["pass_rate"] - evaluation["heuristic"]["pass_rate"], 4),
+        "scst": scst,
+        "adapter_method": adapted.method,
+        "adapters": _quality(probe),
+        "cache_hit_rate": round(rec.hit_rate, 4),
+        "goals": {
+            k: {
+                "goal": f"{op} {bound}",
+                "reached": cet[k],
+                "met": bool(cet[k] >= bound if op == ">=" else cet[k] <= bound),
+            }
+            for k, (op, bound) in GOALS.items()
+        },
+        "events": trainer.events,
+    }
+    write_json(METRICS_DIR / "metrics.json", report)
+    write_json(
+        METRICS_DIR / "speed.json",
+        {
+            "train_seconds": round(seconds, 3),
+            "phase_seconds": {k: round(v, 3) for k, v in trainer.seconds.items()},
+            "adapters": probe,
+            "rss_mib_at_end": _peak_note(),
+        },
+    )
+    with contextlib.suppress(OSError):
+        shutil.rmtree(CHECKPOINTS)
+
+
+def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
+    """One DDP rank of phase 2: the same adapters, its shard of every step's batch."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from reprolab.distributed import save_rank0, shard
+    from reprolab.models.cet import attach_adapters, load_base_model, set_determinism
+
+    job = torch.load(job_path, weights_only=False)
+    set_determinism(job["seed"], job["threads"])
+    a, p = job["adapter"], job["sft"]
+    base = load_base_model(job["base_dir"])
+    model = attach_adapters(
+        base,
+        method="lora",
+        r=a.r,
+        alpha=a.alpha,
+        dropout=a.dropout,
+        target_modules=list(a.target_modules),
+        seed=job["seed"],
+    ).model
+    model.train()
+    ddp = DistributedDataParallel(model)
+    optimizer = _optimizer(model, p.learning_rate)
+    data = Data.__new__(Data)
+    data.prompts, data.targets = job["prompts"], job["targets"]
+    logs = []
+    for step in range(p.steps):
+        rows = shard(data.batch(job["seed"], "sft", step, p.batch_size), rank, world)
+        out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
+        logs.append(out)
+    weights = _trainable_state(model)
+    # DDP's promise, checked: every rank ends with the very same adapter weights.
+    digest = torch.tensor([float(sum(float(v.double().sum()) for v in weights.values()))])
+    gathered = [torch.zeros(1, dtype=digest.dtype) for _ in range(world)]
+    torch.distributed.all_gather(gathered, digest)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise PipelineError(f"ddp: ranks disagree on the adapter weights: {gathered}")
+    save_rank0(rank, {"weights": weights, "logs": logs}, Path(job["result"]))

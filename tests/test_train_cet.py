@@ -1,0 +1,210 @@
+"""train@cet on a tiny world: deterministic, resumable, rollbacks, reloadable artefacts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reprolab.config import load_params
+from reprolab.errors import DependencyError
+from reprolab.pipelines import cet, contexts
+from reprolab.resources import StageResources
+from reprolab.training import TrainingInterrupted
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONTEXTS = {
+    "generate": {"n_programs": 60},
+    "features": {"vocab_size": 400, "max_prompt_tokens": 2048},
+}
+TINY_CET = {
+    "model": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+        "max_positions": 2048,
+    },
+    "adapter": {"r": 4, "alpha": 8.0},
+    "pretrain": {"steps": 4, "batch_size": 4},
+    "sft": {"steps": 4, "batch_size": 4},
+    "scst": {"steps": 3, "batch_size": 2, "val_every": 1, "val_programs": 4},
+    "max_new_tokens": 12,
+    "checkpoint_every": 2,
+    "qlora_probe_steps": 1,
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _write_params(directory: Path, **cet_over: Any) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    _merge(params["contexts"], TINY_CONTEXTS)
+    _merge(params["train"]["cet"], TINY_CET)
+    _merge(params["train"]["cet"], cet_over)
+    params["resources"]["progress"] = False
+    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _train(directory: Path) -> None:
+    with contextlib.chdir(directory):
+        params = load_params()
+        with StageResources("train@cet", show_progress=False) as res:
+            cet.train(params, res)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny contexts data, and one trained CET, in a directory of its own."""
+    directory = tmp_path_factory.mktemp("cet")
+    _write_params(directory)
+    with contextlib.chdir(directory):
+        params = load_params()
+        for step in ("generate", "split_augment", "features"):
+            with StageResources(f"{step}@contexts", show_progress=False) as res:
+                getattr(contexts, step)(params, res)
+    _train(directory)
+    return directory
+
+
+def _copy_data(world: Path, other: Path) -> None:
+    (other / "data").symlink_to(world / "data")
+
+
+def _fingerprint(directory: Path) -> dict[str, str]:
+    files = ["models/cet/adapter/adapter_model.safetensors", "metrics/train/cet/metrics.json"]
+    return {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in files}
+
+
+def _metrics(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "metrics/train/cet/metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_stage_writes_every_output_and_every_baseline(world: Path) -> None:
+    m = _metrics(world)
+    assert set(m["test"]) == {"cet", "gold", "raw", "heuristic", "none"}
+    assert m["test"]["gold"]["pass_rate"] == 1.0 and m["test"]["gold"]["exact_match"] == 1.0
+    assert m["test"]["raw"]["compression"] == 1.0 and m["test"]["none"]["compression"] == 0.0
+    for method in ("lora", "qlora"):
+        share = m["adapters"][method]["trainable_share"]
+        assert 0 < share < 1
+    assert {"pass_rate", "compression"} == set(m["goals"])
+    assert [c["step"] for c in m["scst"]["curve"]] == [0, 1, 2, 3]
+    speed = json.loads((world / "metrics/train/cet/speed.json").read_text())
+    assert set(speed["phase_seconds"]) == {"pretrain", "sft", "scst"}
+    live = world / "metrics/train/cet/live/plots/metrics"
+    for phase in ("pretrain", "sft", "scst", "scst_val"):
+        assert (live / phase).is_dir(), phase
+    assert (live / "scst" / "cache_hit_rate.tsv").exists()
+    assert not (world / cet.CHECKPOINTS).exists()  # cleaned up after success
+
+
+@pytest.mark.slow
+def test_two_runs_give_identical_adapters_and_metrics(world: Path, tmp_path: Path) -> None:
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path)
+    _train(tmp_path)
+    assert _fingerprint(tmp_path) == _fingerprint(world)
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_to_the_same_adapter(world: Path, tmp_path: Path) -> None:
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path)
+    original = cet.CetTrainer.log
+    calls = {"n": 0}
+
+    def log_then_signal(self: cet.CetTrainer, phase: str, logs: dict[str, float]) -> None:
+        original(self, phase, logs)
+        calls["n"] += 1
+        if phase == "sft" and calls["n"] == 6:  # mid-SFT: pretrain logged 4 steps
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cet.CetTrainer.log = log_then_signal  # type: ignore[method-assign]
+    try:
+        with pytest.raises(TrainingInterrupted, match="sft: interrupted by signal"):
+            _train(tmp_path)
+    finally:
+        cet.CetTrainer.log = original  # type: ignore[method-assign]
+    assert (tmp_path / cet.CHECKPOINTS / "pretrain.pt").exists()
+    _train(tmp_path)
+    adapter = "models/cet/adapter/adapter_model.safetensors"
+    assert _fingerprint(tmp_path)[adapter] == _fingerprint(world)[adapter]
+    resumed, clean = _metrics(tmp_path), _metrics(world)
+    assert any("resumed" in e for e in resumed["events"])
+    # Only the story differs: the events, and the reconstruction cache started empty again.
+    for key in ("events", "cache_hit_rate"):
+        resumed.pop(key), clean.pop(key)
+    assert resumed == clean
+
+
+@pytest.mark.slow
+def test_a_falling_validation_rate_rolls_back(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path, scst={"rollback_floor": 0.7, "rollback_margin": 0.05})
+    rates = iter([0.8, 0.9, 0.5, 0.9])  # start, step 1 (best), step 2 (falls), step 3
+    monkeypatch.setattr(cet.CetTrainer, "val_pass_rate", lambda self, d, rows: next(rates))
+    _train(tmp_path)
+    m = _metrics(tmp_path)
+    assert m["scst"]["rollbacks"] == 1 and m["scst"]["val_pass_rate_best"] == 0.9
+    assert any("step 2: validation pass rate 0.500 below the floor" in e for e in m["events"])
+    val = tmp_path / "metrics/train/cet/live/plots/metrics/scst_val/rollbacks.tsv"
+    assert float(val.read_text().split()[-1]) == 1
+    lrs = (tmp_path / "metrics/train/cet/live/plots/metrics/scst/learning_rate.tsv").read_text()
+    assert float(lrs.split()[-1]) == pytest.approx(0.0002 * 0.5)
+
+
+@pytest.mark.slow
+def test_saved_base_and_adapter_reload_with_from_pretrained(world: Path) -> None:
+    import torch
+    from peft import PeftModel
+
+    from reprolab.features.contexts import load_tokenizer
+    from reprolab.models.cet import load_base_model
+
+    base = load_base_model(world / "models/cet/base")
+    tok = load_tokenizer(str(world / "models/cet/base"))
+    model = PeftModel.from_pretrained(base, world / "models/cet/adapter", is_trainable=True)
+    assert any(p.requires_grad for p in model.parameters())
+    ids = torch.tensor([tok.encode("task: x\nsort ascending")])
+    assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+@pytest.mark.slow
+def test_base_model_param_loads_a_saved_directory_or_says_how(world: Path, tmp_path: Path) -> None:
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path, base_model=str(world / "models/cet/base"))
+    _train(tmp_path)
+    assert _metrics(tmp_path)["test"]["gold"]["pass_rate"] == 1.0
+    _write_params(tmp_path, base_model=str(tmp_path / "no_such_model"))
+    with pytest.raises(DependencyError, match=r"no_such_model"):
+        _train(tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_path_trains_sft_in_two_gloo_processes(world: Path, tmp_path: Path) -> None:
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path, distributed="ddp", nproc=2)
+    _train(tmp_path)  # the ranks check that they end with identical weights
+    m = _metrics(tmp_path)
+    assert "sft: data-parallel over 2 processes" in m["events"]
+    sft = (tmp_path / "metrics/train/cet/live/plots/metrics/sft/loss.tsv").read_text()
+    assert len(sft.split("\n")) - 2 == TINY_CET["sft"]["steps"]
