@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import tiny
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JUDGES = ("data_metrics@", "validate")
@@ -45,42 +47,15 @@ TINY = {
             "rar_points": 32,
             "n_val": 256,
         },
-        "cet": {
-            "model": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 1,
-                "intermediate_size": 64,
-                "max_positions": 2048,
-            },
-            "adapter": {"r": 4, "alpha": 8.0},
-            "pretrain": {"steps": 3, "batch_size": 4},
-            "sft": {"steps": 3, "batch_size": 4},
-            "scst": {"steps": 2, "batch_size": 2, "val_every": 1, "val_programs": 4},
-            "max_new_tokens": 12,
-            "qlora_probe_steps": 1,
-        },
+        "cet": tiny.CET,
     },
     "options": {
         "generate": {"n_contracts": 3000, "chunk_rows": 1000},
         "features": {"n_interior": 500, "n_terminal": 100, "n_boundary": 100},
     },
-    "contexts": {
-        "generate": {"n_programs": 60},
-        "features": {"vocab_size": 400, "max_prompt_tokens": 2048},
-    },
+    "contexts": tiny.CONTEXTS,
     "resources": {"progress": False},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -111,7 +86,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     (repo / "dvc.lock").unlink(missing_ok=True)
-    params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params = tiny.merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (
         ["git", "init", "-q", "-b", "main"],

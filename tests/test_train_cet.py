@@ -18,45 +18,16 @@ from reprolab.errors import DependencyError
 from reprolab.pipelines import cet, contexts
 from reprolab.resources import StageResources
 from reprolab.training import TrainingInterrupted
+from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CONTEXTS = {
-    "generate": {"n_programs": 60},
-    "features": {"vocab_size": 400, "max_prompt_tokens": 2048},
-}
-TINY_CET = {
-    "model": {
-        "hidden_size": 32,
-        "num_layers": 1,
-        "num_heads": 2,
-        "num_kv_heads": 1,
-        "intermediate_size": 64,
-        "max_positions": 2048,
-    },
-    "adapter": {"r": 4, "alpha": 8.0},
-    "pretrain": {"steps": 4, "batch_size": 4},
-    "sft": {"steps": 4, "batch_size": 4},
-    "scst": {"steps": 3, "batch_size": 2, "val_every": 1, "val_programs": 4},
-    "max_new_tokens": 12,
-    "checkpoint_every": 2,
-    "qlora_probe_steps": 1,
-}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    for key, value in over.items():
-        if isinstance(value, dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _write_params(directory: Path, **cet_over: Any) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    _merge(params["contexts"], TINY_CONTEXTS)
-    _merge(params["train"]["cet"], TINY_CET)
-    _merge(params["train"]["cet"], cet_over)
+    tiny.merge(params["contexts"], tiny.CONTEXTS)
+    tiny.merge(params["train"]["cet"], tiny.CET)
+    tiny.merge(params["train"]["cet"], cet_over)
     params["resources"]["progress"] = False
     (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -207,4 +178,4 @@ def test_ddp_path_trains_sft_in_two_gloo_processes(world: Path, tmp_path: Path) 
     m = _metrics(tmp_path)
     assert "sft: data-parallel over 2 processes" in m["events"]
     sft = (tmp_path / "metrics/train/cet/live/plots/metrics/sft/loss.tsv").read_text()
-    assert len(sft.split("\n")) - 2 == TINY_CET["sft"]["steps"]
+    assert len(sft.split("\n")) - 2 == tiny.CET["sft"]["steps"]

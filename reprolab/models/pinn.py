@@ -271,7 +271,28 @@ def _head(
     }
 
 
-class NumpyPinn:
+class PricingMethods:
+    """Greeks and PDE residual for any class with ``derivatives(x, tau, sigma, r)``
+    (the numpy serving path and the Keras model share them)."""
+
+    def greeks(
+        self,
+        S: Any,
+        K: Any,
+        tau: Any,
+        sigma: Any,
+        r: Any,
+        kind: Literal["call", "put"] = "call",
+    ) -> dict[str, np.ndarray]:
+        """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
+        return price_greeks(self, S, K, tau, sigma, r, kind)
+
+    def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
+        """The PDE residual R at the points (per year)."""
+        return residual_at(self, x, tau, sigma, r)
+
+
+class NumpyPinn(PricingMethods):
     """The exported PINN in pure numpy, with analytic (forward-mode) derivatives.
 
     Batches go through :meth:`derivatives` (or :meth:`price_k`, values only); a single
@@ -381,22 +402,6 @@ class NumpyPinn:
             out.append(_head_value(n, tau_, r_, parts, self.spec["base_width"]))
         return np.concatenate(out)
 
-    def greeks(
-        self,
-        S: Any,
-        K: Any,
-        tau: Any,
-        sigma: Any,
-        r: Any,
-        kind: Literal["call", "put"] = "call",
-    ) -> dict[str, np.ndarray]:
-        """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
-        return price_greeks(self, S, K, tau, sigma, r, kind)
-
-    def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
-        """The PDE residual R of the network at the points (per year)."""
-        return residual_at(self, x, tau, sigma, r)
-
 
 # --------------------------------------------------------------------------- Keras model
 @functools.cache
@@ -405,7 +410,7 @@ def _keras_classes() -> dict[str, type]:
     import tensorflow as tf
 
     @keras.saving.register_keras_serializable(package="reprolab")
-    class PinnPricer(keras.Model):
+    class PinnPricer(PricingMethods, keras.Model):
         """v = C/K of a European call (see the module docstring); trains with its own steps.
 
         ``call`` takes a (batch, 4) array of (x, tau, sigma, r), or a dict whose ``"data"``
@@ -547,22 +552,6 @@ def _keras_classes() -> dict[str, type]:
                 )
                 self.__dict__["_cached_derivatives_fn"] = fn
             return fn
-
-        def greeks(
-            self,
-            S: Any,
-            K: Any,
-            tau: Any,
-            sigma: Any,
-            r: Any,
-            kind: Literal["call", "put"] = "call",
-        ) -> dict[str, np.ndarray]:
-            """Price and Greeks in the units of :func:`reprolab.blackscholes.bs_price_greeks`."""
-            return price_greeks(self, S, K, tau, sigma, r, kind)
-
-        def residual(self, x: Any, tau: Any, sigma: Any, r: Any) -> np.ndarray:
-            """The PDE residual R at the points (per year)."""
-            return residual_at(self, x, tau, sigma, r)
 
         # ---------------------------------------------------------------- training
         def loss_terms(self, x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tf.Tensor]:
