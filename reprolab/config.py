@@ -423,6 +423,14 @@ class CetTrainParams:
     nproc: int = _bounded(2, ge=1, le=1024)
     guard: GuardParams = field(default_factory=lambda: GuardParams(min_batch_size=1))
 
+    def validate(self, path: str) -> None:
+        if self.distributed == "ddp" and self.sft.batch_size < self.nproc:
+            _fail(
+                f"{path}.sft.batch_size",
+                self.sft.batch_size,
+                f"at least one row per ddp process (>= nproc = {self.nproc})",
+            )
+
 
 @dataclass(frozen=True)
 class TrainParams:

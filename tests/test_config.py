@@ -84,6 +84,14 @@ def test_cross_field_rules(raw: dict) -> None:
     assert "scale_max" in _error(raw, "markets.split.augment.scale_min", 2.0)
     assert "heldout" in _error(raw, "options.split.heldout.low", 0.01)
     assert "start_date" in _error(raw, "markets.generate.start_date", "not a date")
+    assert "min_steps" in _error(raw, "contexts.generate.min_steps", 5)
+    assert "multiple of num_heads" in _error(raw, "train.cet.model.hidden_size", 130)
+    assert "divisor of num_heads" in _error(raw, "train.cet.model.num_kv_heads", 3)
+    assert "train.cet.adapter.method" in _error(raw, "train.cet.adapter.method", "dora")
+    ddp = copy.deepcopy(raw)
+    ddp["train"]["cet"].update(distributed="ddp", nproc=16)
+    with pytest.raises(ValidationError, match=r"train\.cet\.sft\.batch_size = 8: .*nproc = 16"):
+        parse_params(ddp)
 
 
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:

@@ -381,12 +381,7 @@ class CetTrainer:
 
         from reprolab.distributed import launch
 
-        t = self.t
-        if t.sft.batch_size < t.nproc:
-            raise PipelineError(
-                f"train.cet.sft.batch_size = {t.sft.batch_size}: ddp needs at least one row "
-                f"per process (nproc = {t.nproc})"
-            )
+        t = self.t  # params validation guarantees a row per process (sft.batch_size >= nproc)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         job = self.checkpoint_dir / "ddp_job.pt"
         result = self.checkpoint_dir / "ddp_result.pt"
