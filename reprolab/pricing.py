@@ -147,7 +147,7 @@ class Pricer:
         names = GREEKS if greeks else ("price",)
         out = {g: np.empty(S.shape) for g in names}
         if inside.any():
-            i = inside
+            i = slice(None) if inside.all() else inside  # a view, not a copy, when all inside
             if greeks:
                 net = price_greeks(self.model, S[i], K[i], tau[i], sigma[i], r[i], kind)
             else:

@@ -133,6 +133,17 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
     whole, chunked = served.derivatives(**p), served.derivatives(**p, chunk=128)
     for k in pinn.DERIVATIVES:
         np.testing.assert_array_equal(whole[k], chunked[k])
+    # one contract: Keras's fixed-signature XLA function, numpy's single-row float path
+    batch = model.greeks(S[:3], K, p["tau"][:3], p["sigma"][:3], p["r"][:3], "put")
+    for i in range(3):
+        args = (float(S[i]), K, float(p["tau"][i]), float(p["sigma"][i]), float(p["r"][i]))
+        one = model.greeks(*args, "put")
+        d = served.scalar_derivatives(np.log(args[0] / K), *args[2:])
+        fast = pinn.greeks_from_derivatives(d, np.log(args[0] / K), args[2], args[4], K, "put")
+        for name in pinn.GREEK_NAMES:
+            scale = max(1.0, abs(batch[name][i]))
+            assert abs(one[name][0] - batch[name][i]) / scale < 1e-12, name
+            assert abs(fast[name] - batch[name][i]) / scale < 1e-6, name
 
 
 def test_exported_file_is_small(tmp_path: Path) -> None:

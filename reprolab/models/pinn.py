@@ -390,7 +390,7 @@ class NumpyPinn(PricingMethods):
         out = self._propagate(np.array(rows))[:, 0].tolist()
         return _head(out[0], out[1:5], out[5], tau, r, parts, ScalarMath, self.spec["base_width"])
 
-    def price_k(self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 16384) -> np.ndarray:
+    def price_k(self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 8192) -> np.ndarray:
         """v = C/K only: values without derivatives (about 6x less work than ``derivatives``)."""
         c = _coords_array(x, tau, sigma, r)
         out = []
@@ -532,26 +532,42 @@ def _keras_classes() -> dict[str, type]:
         def derivatives(
             self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 65536
         ) -> dict[str, np.ndarray]:
-            """Numpy v and its derivatives (names of :data:`DERIVATIVES`), in chunks."""
+            """Numpy v and its derivatives (names of :data:`DERIVATIVES`), in chunks.
+
+            One contract goes through :attr:`_single_fn` (a fixed (1, 4) signature, XLA
+            compiled once: about 0.5 ms a call on CPU instead of 0.8 ms), never ``predict``.
+            """
             c = _coords_array(x, tau, sigma, r)
+            if len(c) == 1:
+                return {k: t.numpy() for k, t in self._single_fn(tf.constant(c)).items()}
             parts = []
             for i in range(0, len(c), chunk):
                 d = self._derivatives_fn(tf.constant(c[i : i + chunk]))
                 parts.append({k: t.numpy() for k, t in d.items()})
             return {k: np.concatenate([p[k] for p in parts]) for k in DERIVATIVES}
 
-        @property
-        def _derivatives_fn(self) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-            fn = self.__dict__.get("_cached_derivatives_fn")
+        def _traced(self, name: str, rows: int | None, xla: bool) -> Callable[..., Any]:
+            """``derivative_tensors`` as one tf.function per signature, built once."""
+            fn = self.__dict__.get(name)
             if fn is None:
                 fn = tf.function(
                     self.derivative_tensors,
-                    input_signature=[tf.TensorSpec([None, 4], tf.float64)],
+                    input_signature=[tf.TensorSpec([rows, 4], tf.float64)],
                     reduce_retracing=True,
                     autograph=False,
+                    jit_compile=xla,
                 )
-                self.__dict__["_cached_derivatives_fn"] = fn
+                self.__dict__[name] = fn
             return fn
+
+        @property
+        def _derivatives_fn(self) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+            # Batches of any size: a graph, not XLA (XLA would compile again for every size).
+            return self._traced("_cached_derivatives_fn", None, xla=False)
+
+        @property
+        def _single_fn(self) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+            return self._traced("_cached_single_fn", 1, xla=True)
 
         # ---------------------------------------------------------------- training
         def loss_terms(self, x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tf.Tensor]:
