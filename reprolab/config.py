@@ -407,16 +407,16 @@ class CetTrainParams:
     model: CetModelParams = field(default_factory=CetModelParams)
     adapter: CetAdapterParams = field(default_factory=CetAdapterParams)
     pretrain: CetPhaseParams = field(
-        default_factory=lambda: CetPhaseParams(steps=150, batch_size=8, learning_rate=2e-3)
+        default_factory=lambda: CetPhaseParams(steps=400, batch_size=8, learning_rate=2e-3)
     )
     sft: CetPhaseParams = field(
-        default_factory=lambda: CetPhaseParams(steps=250, batch_size=8, learning_rate=2e-3)
+        default_factory=lambda: CetPhaseParams(steps=600, batch_size=8, learning_rate=2e-3)
     )
     scst: CetScstParams = field(default_factory=CetScstParams)
     max_new_tokens: int = _bounded(48, ge=1, le=4096)
     eval_batch_size: int = _bounded(16, ge=1, le=65536)
     checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints
-    threads: int = _bounded(1, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
+    threads: int = _bounded(2, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
     reconstruct_workers: int = _bounded(1, ge=1, le=64)
     qlora_probe_steps: int = _bounded(4, ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
     distributed: Literal["none", "ddp"] = "none"  # ddp: SFT over nproc gloo/nccl processes
