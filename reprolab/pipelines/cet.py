@@ -328,17 +328,19 @@ class CetTrainer:
                 eos_id=self.ids["eos"],
                 seed=self.seed,
             )
+        self._supervised("pretrain", model, t.pretrain, lm=True)
+        return model
+
+    def _supervised(self, phase: str, model: Any, p: CetPhaseParams, lm: bool) -> None:
+        """A supervised phase: LM loss on every token (``lm``) or on the target only."""
         model.train()
-        optimizer = _optimizer(model, t.pretrain.learning_rate)
+        optimizer = _optimizer(model, p.learning_rate)
 
         def step_fn(step: int, micro: int) -> dict[str, float]:
-            rows = self.train.batch(self.seed, "pretrain", step, t.pretrain.batch_size)
-            return _supervised_step(
-                model, optimizer, self.train, rows, micro, self.ids["pad"], lm=True
-            )
+            rows = self.train.batch(self.seed, phase, step, p.batch_size)
+            return _supervised_step(model, optimizer, self.train, rows, micro, self.ids["pad"], lm)
 
-        self._phase("pretrain", model, optimizer, t.pretrain, step_fn)
-        return model
+        self._phase(phase, model, optimizer, p, step_fn)
 
     def attach(self, model: Any, base_dir: Path, method: str) -> Any:
         from reprolab.models.cet import attach_adapters
@@ -360,20 +362,10 @@ class CetTrainer:
 
     def sft(self, model: Any, base_dir: Path) -> None:
         """Phase 2: adapters learn raw -> gold (loss on the target tokens only)."""
-        t = self.t
-        if t.distributed == "ddp":
+        if self.t.distributed == "ddp":
             self.sft_ddp(model, base_dir)
-            return
-        model.train()
-        optimizer = _optimizer(model, t.sft.learning_rate)
-
-        def step_fn(step: int, micro: int) -> dict[str, float]:
-            rows = self.train.batch(self.seed, "sft", step, t.sft.batch_size)
-            return _supervised_step(
-                model, optimizer, self.train, rows, micro, self.ids["pad"], lm=False
-            )
-
-        self._phase("sft", model, optimizer, t.sft, step_fn)
+        else:
+            self._supervised("sft", model, self.t.sft, lm=False)
 
     def sft_ddp(self, model: Any, base_dir: Path) -> None:
         """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.distributed`)."""
