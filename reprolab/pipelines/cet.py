@@ -37,7 +37,7 @@ import pandas as pd
 from reprolab import paths
 from reprolab.config import CetPhaseParams, CetTrainParams, Params
 from reprolab.context_metrics import context_report
-from reprolab.errors import PipelineError
+from reprolab.errors import DependencyError, PipelineError
 from reprolab.io import atomic_dir, write_json
 from reprolab.pipelines.contexts import TOKENIZER, baseline_contexts, read_features
 from reprolab.resources import StageResources, rss_bytes
@@ -215,7 +215,17 @@ class CetTrainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         # A named base model comes with its own tokenizer (same directory or hub id).
         tok_path = self.t.base_model or str(paths.features("contexts") / TOKENIZER)
-        self.tokenizer = load_tokenizer(tok_path)
+        try:
+            self.tokenizer = load_tokenizer(tok_path)
+        except DependencyError as exc:
+            if not self.t.base_model:
+                raise
+            raise DependencyError(
+                f"train.cet.base_model = {self.t.base_model!r}: base model not found or "
+                f"without its tokenizer ({exc}); give a save_pretrained directory holding the "
+                "model and its tokenizer, a hub id with HF_HUB_OFFLINE=0 and network access, or "
+                "leave base_model empty to build the base locally"
+            ) from None
         self.ids = special_ids(self.tokenizer)
         f = params.contexts.features
         encode = None
@@ -538,7 +548,7 @@ class CetTrainer:
         return report
 
 
-def _peak_note() -> float:
+def _rss_mib() -> float:
     return round(rss_bytes() / MIB, 1)
 
 
@@ -638,7 +648,7 @@ def train(params: Params, res: StageResources) -> None:
             "train_seconds": round(seconds, 3),
             "phase_seconds": {k: round(v, 3) for k, v in trainer.seconds.items()},
             "adapters": probe,
-            "rss_mib_at_end": _peak_note(),
+            "rss_mib_at_end": _rss_mib(),
         },
     )
     with contextlib.suppress(OSError):
