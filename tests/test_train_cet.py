@@ -171,11 +171,16 @@ def test_base_model_param_loads_a_saved_directory_or_says_how(world: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_ddp_path_trains_sft_in_two_gloo_processes(world: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_ddp_path_trains_sft_in_two_gloo_processes(
+    world: Path, tmp_path: Path, method: str
+) -> None:
+    """The ranks train the very adapters the stage attached (QLoRA too) and agree."""
     _copy_data(world, tmp_path)
-    _write_params(tmp_path, distributed="ddp", nproc=2)
+    _write_params(tmp_path, distributed="ddp", nproc=2, adapter={"method": method})
     _train(tmp_path)  # the ranks check that they end with identical weights
     m = _metrics(tmp_path)
-    assert "sft: data-parallel over 2 processes" in m["events"]
+    assert f"sft: data-parallel over 2 processes ({method})" in m["events"]
+    assert m["adapter_method"] == method
     sft = (tmp_path / "metrics/train/cet/live/plots/metrics/sft/loss.tsv").read_text()
     assert len(sft.split("\n")) - 2 == tiny.CET["sft"]["steps"]

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from reprolab import paths
-from reprolab.config import CetPhaseParams, CetTrainParams, Params
+from reprolab.config import CetAdapterParams, CetPhaseParams, CetTrainParams, Params
 from reprolab.context_metrics import context_report
 from reprolab.errors import DependencyError, PipelineError
 from reprolab.io import atomic_dir, write_json
@@ -158,6 +158,24 @@ def _load_trainable(model: Any, state: dict[str, Any]) -> None:
     with torch.no_grad():
         for k, v in state.items():
             named[k].copy_(v)
+
+
+def attach_configured(
+    model: Any, base_dir: Path, a: CetAdapterParams, method: str, seed: int
+) -> Any:
+    """``train.cet.adapter`` adapters with ``method``: QLoRA loads its 4-bit base from
+    ``base_dir``; LoRA wraps ``model`` in place."""
+    from reprolab.models.cet import attach_adapters
+
+    return attach_adapters(
+        base_dir if method == "qlora" else model,
+        method=method,  # type: ignore[arg-type]
+        r=a.r,
+        alpha=a.alpha,
+        dropout=a.dropout,
+        target_modules=list(a.target_modules),
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -353,31 +371,22 @@ class CetTrainer:
         self._phase(phase, model, optimizer, p, step_fn)
 
     def attach(self, model: Any, base_dir: Path, method: str) -> Any:
-        from reprolab.models.cet import attach_adapters
-
-        a = self.t.adapter
-        source = base_dir if method == "qlora" else model
-        adapted = attach_adapters(
-            source,
-            method=method,  # type: ignore[arg-type]
-            r=a.r,
-            alpha=a.alpha,
-            dropout=a.dropout,
-            target_modules=list(a.target_modules),
-            seed=self.seed,
-        )
+        adapted = attach_configured(model, base_dir, self.t.adapter, method, self.seed)
         if adapted.method != method:
             self.events.append(f"adapter: {method} unavailable, trained {adapted.method}")
         return adapted
 
-    def sft(self, model: Any, base_dir: Path) -> None:
-        """Phase 2: adapters learn raw -> gold (loss on the target tokens only)."""
+    def sft(self, model: Any, base_dir: Path, adapter_method: str) -> None:
+        """Phase 2: adapters learn raw -> gold (loss on the target tokens only).
+
+        ``adapter_method`` is the method actually attached (QLoRA may have fallen back).
+        """
         if self.t.distributed == "ddp":
-            self.sft_ddp(model, base_dir)
+            self.sft_ddp(model, base_dir, adapter_method)
         else:
             self._supervised("sft", model, self.t.sft, lm=False)
 
-    def sft_ddp(self, model: Any, base_dir: Path) -> None:
+    def sft_ddp(self, model: Any, base_dir: Path, adapter_method: str) -> None:
         """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.distributed`)."""
         import torch
 
@@ -391,6 +400,7 @@ class CetTrainer:
             {
                 "base_dir": str(base_dir),
                 "adapter": self.t.adapter,
+                "method": adapter_method,
                 "sft": t.sft,
                 "seed": self.seed,
                 "threads": t.threads,
@@ -404,11 +414,16 @@ class CetTrainer:
         start = time.perf_counter()
         launch(ddp_sft_job, t.nproc, str(job))
         out = torch.load(result, weights_only=False)
+        if out["method"] != adapter_method:
+            raise PipelineError(
+                f"ddp: the ranks trained {out['method']} adapters, the stage holds "
+                f"{adapter_method}: bitsandbytes differs between processes"
+            )
         _load_trainable(model, out["weights"])
         for logs in out["logs"]:
             self.log("sft", logs)
         self.seconds["sft"] = time.perf_counter() - start
-        self.events.append(f"sft: data-parallel over {t.nproc} processes")
+        self.events.append(f"sft: data-parallel over {t.nproc} processes ({out['method']})")
 
     def val_pass_rate(self, decoder: Decoder, rows: np.ndarray) -> float:
         out = decoder.greedy([self.val.prompts[i] for i in rows])
@@ -616,7 +631,7 @@ def train(params: Params, res: StageResources) -> None:
             base_state = copy.deepcopy(base)
             adapted = trainer.attach(base, out / "base", t.adapter.method)
             model = adapted.model
-            trainer.sft(model, out / "base")
+            trainer.sft(model, out / "base", adapted.method)
             scst = trainer.scst(model)
             save_adapter(model, out / "adapter")
             evaluation = trainer.evaluate(model)
@@ -661,21 +676,15 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from reprolab.distributed import save_rank0, shard
-    from reprolab.models.cet import attach_adapters, load_base_model, set_determinism
+    from reprolab.models.cet import load_base_model, set_determinism
 
     job = torch.load(job_path, weights_only=False)
     set_determinism(job["seed"], job["threads"])
-    a, p = job["adapter"], job["sft"]
-    base = load_base_model(job["base_dir"])
-    model = attach_adapters(
-        base,
-        method="lora",
-        r=a.r,
-        alpha=a.alpha,
-        dropout=a.dropout,
-        target_modules=list(a.target_modules),
-        seed=job["seed"],
-    ).model
+    a, p, base_dir = job["adapter"], job["sft"], Path(job["base_dir"])
+    # The same adapters as the stage's own model: LoRA on the float base, or QLoRA.
+    base = None if job["method"] == "qlora" else load_base_model(base_dir)
+    adapted = attach_configured(base, base_dir, a, job["method"], job["seed"])
+    model = adapted.model
     model.train()
     ddp = DistributedDataParallel(model)
     optimizer = _optimizer(model, p.learning_rate)
@@ -693,4 +702,5 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     torch.distributed.all_gather(gathered, digest)
     if any(not torch.equal(g, gathered[0]) for g in gathered):
         raise PipelineError(f"ddp: ranks disagree on the adapter weights: {gathered}")
-    save_rank0(rank, {"weights": weights, "logs": logs}, Path(job["result"]))
+    result = {"weights": weights, "logs": logs, "method": adapted.method}
+    save_rank0(rank, result, Path(job["result"]))
