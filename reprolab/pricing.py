@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from reprolab.blackscholes import bs_price_greeks
+from reprolab.blackscholes import GREEKS, KINDS, bs_price_greeks
 from reprolab.models.pinn import (
     NumpyPinn,
     Precision,
@@ -32,13 +32,11 @@ from reprolab.models.pinn import (
     price_greeks,
 )
 
-GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
 FIELDS = ("S", "K", "tau", "sigma", "r")
 DEFAULT_MODEL = Path("models") / "pinn" / "weights.npz"
 # Process-wide: one Pricer per exported file and precision, loaded once.
 _LOADED: dict[tuple[str, str], Pricer] = {}
 _SCALARS = (float, int)
-_KINDS = ("call", "put")
 
 
 class OutOfDomainWarning(UserWarning):
@@ -46,7 +44,7 @@ class OutOfDomainWarning(UserWarning):
 
 
 def _validate(values: dict[str, np.ndarray], kind: str) -> None:
-    if kind not in ("call", "put"):
+    if kind not in KINDS:
         raise ValueError(f"kind must be 'call' or 'put' (got {kind!r})")
     rules = {
         "S": ("must be > 0", lambda a: a > 0),
@@ -185,7 +183,7 @@ class Pricer:
         Raises ValueError naming the rows and fields of bad input; inputs outside the trained
         domain are priced by the closed form with an :class:`OutOfDomainWarning`.
         """
-        if kind in _KINDS and all(isinstance(v, _SCALARS) for v in (S, K, tau, sigma, r)):
+        if kind in KINDS and all(isinstance(v, _SCALARS) for v in (S, K, tau, sigma, r)):
             S, K, tau, sigma, r = float(S), float(K), float(tau), float(sigma), float(r)
             if _scalar_ok(S, K, tau, sigma, r) and self._scalar_inside(
                 math.log(S / K), tau, sigma, r
