@@ -89,9 +89,10 @@ def test_single_row_path_equals_the_batch_path(exported: Path, kind: str) -> Non
             assert one[g] == pytest.approx(batch[g][i], rel=1e-12, abs=1e-13), (contract, g)
 
 
-def test_prices_without_greeks_equal_the_prices_with_them(exported: Path) -> None:
+@pytest.mark.parametrize("n", [50, 5000])  # small and large arrays take different tanh code
+def test_prices_without_greeks_equal_the_prices_with_them(exported: Path, n: int) -> None:
     pricer = Pricer.load(exported, "float64")
-    S = np.linspace(60.0, 190.0, 50)
+    S = np.linspace(60.0, 190.0, n)
     for kind in ("call", "put"):
         full = pricer.price(S, 100.0, 0.7, 0.3, 0.02, kind=kind)
         alone = pricer.price(S, 100.0, 0.7, 0.3, 0.02, kind=kind, greeks=False)
@@ -176,3 +177,35 @@ def test_cli_prints_json(exported: Path) -> None:
     assert {"price", "delta", "gamma", "vega", "theta", "rho"} <= set(out)
     bad = _cli(exported, "-1")
     assert bad.returncode == 2 and bad.stderr.startswith("error: pricing: invalid option input")
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_values_only_layers_match_the_tanh_network(exported: Path, precision: str) -> None:
+    """price_k runs a rewritten MLP (sigmoid with folded weights): it must give the values
+    of the tanh network that the derivative path runs, to the precision of its dtype."""
+    model = Pricer.load(exported, precision).model
+    gen = np.random.default_rng(2)
+    n = 6000  # over one chunk
+    x, tau = gen.uniform(-0.69, 0.69, n), gen.uniform(0.003, 2.0, n)
+    sigma, r = gen.uniform(0.05, 0.7, n), gen.uniform(0.0, 0.1, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e^a overflowing to inf is expected, never reported
+        values = model.price_k(x, tau, sigma, r)
+    full = model.derivatives(x, tau, sigma, r)["v"]
+    tol = 1e-6 if precision == "float32" else 1e-13
+    np.testing.assert_allclose(values, full, rtol=0, atol=tol)
+
+
+def test_benchmark_reports_every_goal_and_serves_without_tensorflow(
+    exported: Path, tmp_path: Path
+) -> None:
+    from reprolab.bench.pricer import GOALS, run
+
+    report = run(exported, calls=40, warmup=5, batch=3000, tensorflow=False)
+    assert set(report["goals"]) == set(GOALS)
+    assert report["serving_process"]["tensorflow_imported"] is False
+    for path in ("numpy_float32", "numpy_float64", "closed_form_numpy", "cached"):
+        lat = report["single_call"][path]
+        assert 0 < lat["p50_us"] <= lat["p95_us"] <= lat["p99_us"], path
+    assert report["goals"]["tf_single_p95_us"]["met"] is False  # not measured, never "met"
+    assert report["batch_rates"]["prices_float32_per_s"] > 0
