@@ -379,7 +379,14 @@ class CetAdapterParams:
 class CetPhaseParams:
     steps: int = _bounded(100, ge=0, le=10_000_000)
     batch_size: int = _bounded(8, ge=1, le=65536)
-    learning_rate: float = _bounded(1e-3, gt=0.0, le=1.0)
+    learning_rate: float = _bounded(1e-3, gt=0.0, le=1.0)  # the peak, under a schedule
+    schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
+    warmup_steps: int = _bounded(0, ge=0, le=10_000_000)  # linear warm-up from lr/warmup
+    min_lr_ratio: float = _bounded(0.1, ge=0.0, le=1.0)  # where the cosine ends
+
+    def validate(self, path: str) -> None:
+        if self.warmup_steps > self.steps:
+            _fail(f"{path}.warmup_steps", self.warmup_steps, f"<= steps = {self.steps}")
 
 
 @dataclass(frozen=True)

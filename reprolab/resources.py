@@ -6,6 +6,9 @@ hashed output ever depends on (timings differ run to run; data must not).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import resource
 import time
@@ -32,6 +35,32 @@ def peak_rss_bytes() -> int:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) again from its current RSS, first handing freed
+    heap back to the system so that it is not silently reused; False where Linux's
+    ``/proc/self/clear_refs`` cannot be written (then :func:`own_peak_rss_bytes` is the
+    process's lifetime peak)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def own_peak_rss_bytes() -> int | None:
+    """This process's own peak RSS since start or :func:`reset_peak_rss` (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next((x for x in f if x.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+    return int(line.split()[1]) * 1024 if line else None
 
 
 class MemoryBudget:

@@ -35,7 +35,16 @@ from reprolab.training import _signals_to_flag as signals_to_flag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GuardState", "NonFiniteStep", "guarded_steps", "is_out_of_memory"]
+__all__ = [
+    "GuardState",
+    "NonFiniteStep",
+    "fingerprint",
+    "guarded_steps",
+    "is_out_of_memory",
+    "lr_multiplier",
+    "make_scheduler",
+    "set_lr",
+]
 
 
 class NonFiniteStep(Exception):
@@ -59,7 +68,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _fingerprint(text: str) -> str:
+def fingerprint(text: str) -> str:
+    """The key a checkpoint carries: one set-up's checkpoints are never loaded by another."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -67,15 +77,15 @@ def checkpoint_file(checkpoint_dir: Path, phase: str) -> Path:
     return Path(checkpoint_dir) / f"{phase}.pt"
 
 
-def _save(path: Path, fingerprint: str, guard_state: GuardState, state: dict[str, Any]) -> None:
+def _save(path: Path, key: str, guard_state: GuardState, state: dict[str, Any]) -> None:
     import torch
 
-    payload = {"fingerprint": fingerprint, "guard": guard_state.__dict__, "state": state}
+    payload = {"fingerprint": key, "guard": guard_state.__dict__, "state": state}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def _load(path: Path, fingerprint: str, event: Callable[[str], None]) -> dict[str, Any] | None:
+def _load(path: Path, key: str, event: Callable[[str], None]) -> dict[str, Any] | None:
     import torch
 
     if not path.exists():
@@ -85,7 +95,7 @@ def _load(path: Path, fingerprint: str, event: Callable[[str], None]) -> dict[st
     except Exception as exc:  # a damaged file: start the phase again rather than fail
         event(f"{path}: unreadable checkpoint ({type(exc).__name__}); starting the phase again")
         return None
-    if payload.get("fingerprint") != fingerprint:
+    if payload.get("fingerprint") != key:
         event(f"{path}: checkpoint of another set-up; starting the phase again")
         return None
     return payload
@@ -119,14 +129,14 @@ def guarded_steps(
     """
     checkpoint_dir = Path(checkpoint_dir)
     path = checkpoint_file(checkpoint_dir, phase)
-    fingerprint = _fingerprint(f"{phase}|{steps}|{batch_size}|{learning_rate}|{setup}")
+    key = fingerprint(f"{phase}|{steps}|{batch_size}|{learning_rate}|{setup}")
     gs = GuardState(learning_rate=learning_rate, micro_batch=batch_size)
 
     def event(message: str) -> None:
         gs.events.append(message)
         log.warning("%s: %s", phase, message)
 
-    payload = _load(path, fingerprint, event)
+    payload = _load(path, key, event)
     if payload is not None:
         events = gs.events
         gs = GuardState(**payload["guard"])
@@ -137,7 +147,7 @@ def guarded_steps(
     set_learning_rate(gs.learning_rate)
 
     def checkpoint() -> None:
-        _save(path, fingerprint, gs, state())
+        _save(path, key, gs, state())
 
     with signals_to_flag(gs.events) as flag:
         while gs.next_step < steps:
@@ -199,7 +209,33 @@ def guarded_steps(
     return gs
 
 
-def set_lr(optimizer: Any, learning_rate: float) -> None:
-    """Set every parameter group's learning rate (what the guard and rollbacks change)."""
+def lr_multiplier(
+    step: int, steps: int, schedule: str, warmup_steps: int, min_lr_ratio: float
+) -> float:
+    """The factor on a phase's learning rate at optimizer step ``step`` (0-based): a linear
+    warm-up over the first ``warmup_steps``, then 1 (``constant``) or a cosine decay that
+    reaches ``min_lr_ratio`` at the end of the phase (``cosine``)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - 1 - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: Any, factor: Callable[[int], float]) -> Any:
+    """A ``LambdaLR``: the learning rate of step k is the base rate times ``factor(k)``; it
+    advances once per optimizer step and its ``state_dict`` goes into every checkpoint."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_lr(optimizer: Any, learning_rate: float, scheduler: Any = None) -> None:
+    """Set the learning rate that the guard and rollbacks change: every parameter group's
+    rate, or, under a ``scheduler``, the base rate its schedule multiplies from now on."""
+    if scheduler is not None:
+        scheduler.base_lrs = [learning_rate] * len(optimizer.param_groups)
+        learning_rate *= scheduler.lr_lambdas[0](scheduler.last_epoch)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate

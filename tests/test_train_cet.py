@@ -79,6 +79,8 @@ def test_stage_writes_every_output_and_every_baseline(world: Path) -> None:
     assert [c["step"] for c in m["scst"]["curve"]] == [0, 1, 2, 3]
     speed = json.loads((world / "metrics/train/cet/speed.json").read_text())
     assert set(speed["phase_seconds"]) == {"pretrain", "sft", "scst"}
+    for method in ("lora", "qlora"):
+        assert speed["adapters"][method]["peak_rss_growth_mib"] >= 0, method
     live = world / "metrics/train/cet/live/plots/metrics"
     for phase in ("pretrain", "sft", "scst", "scst_val"):
         assert (live / phase).is_dir(), phase
@@ -184,3 +186,86 @@ def test_ddp_path_trains_sft_in_two_gloo_processes(
     assert m["adapter_method"] == method
     sft = (tmp_path / "metrics/train/cet/live/plots/metrics/sft/loss.tsv").read_text()
     assert len(sft.split("\n")) - 2 == tiny.CET["sft"]["steps"]
+
+
+@pytest.mark.slow
+def test_phases_follow_their_learning_rate_schedule(world: Path) -> None:
+    """The logged rate of each step is the peak times the phase's schedule factor."""
+    from reprolab.training_torch import lr_multiplier
+
+    live = world / "metrics/train/cet/live/plots/metrics"
+    params = load_params(world / "params.yaml").train.cet
+    for phase in ("pretrain", "sft"):
+        p = getattr(params, phase)
+        assert p.schedule == "cosine" and p.warmup_steps == 2
+        rows = (live / phase / "lr.tsv").read_text().splitlines()[1:]
+        lrs = [float(row.split()[-1]) for row in rows]
+        want = [
+            p.learning_rate * lr_multiplier(k, p.steps, "cosine", 2, 0.1) for k in range(p.steps)
+        ]
+        assert lrs == pytest.approx(want, rel=1e-6), phase
+        assert lrs[0] < lrs[1] > lrs[-1]  # warm-up, then decay
+
+
+@pytest.mark.slow
+def test_scst_out_of_memory_halves_its_micro_batch(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An out-of-memory error while sampling makes SCST run its batch in smaller passes."""
+    from reprolab.models import cet as cet_model
+
+    _copy_data(world, tmp_path)
+    _write_params(tmp_path)
+    real, failed = cet_model.generate, []
+
+    def generate(model: Any, prompts: Any, **kw: Any) -> Any:
+        if not kw["greedy"] and len(prompts) > 1 and not failed:
+            failed.append(len(prompts))
+            raise RuntimeError("CPU out of memory: tried to allocate 9 GB")
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(cet_model, "generate", generate)
+    _train(tmp_path)
+    m = _metrics(tmp_path)
+    assert failed == [tiny.CET["scst"]["batch_size"]]
+    assert any("scst: step 1: out of memory; micro-batch halved to 1" in e for e in m["events"])
+    rewards = tmp_path / "metrics/train/cet/live/plots/metrics/scst/reward_sample.tsv"
+    assert len(rewards.read_text().split("\n")) - 2 == tiny.CET["scst"]["steps"]
+
+
+@pytest.mark.slow
+def test_ddp_sft_stops_on_a_signal_and_resumes_to_the_same_adapter(
+    world: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the stage reaches the ranks, which stop after one same step with a
+    checkpoint; the rerun resumes there and ends with the adapter of an uninterrupted run."""
+    import threading
+    import time
+
+    ddp = {"distributed": "ddp", "nproc": 2, "sft": {"steps": 40}, "checkpoint_every": 2}
+    clean, hit = tmp_path / "clean", tmp_path / "hit"
+    for directory in (clean, hit):
+        directory.mkdir()
+        _copy_data(world, directory)
+        _write_params(directory, **ddp)
+    _train(clean)
+
+    checkpoint = hit / cet.CHECKPOINTS / "sft_ddp.pt"
+
+    def signal_after_the_first_checkpoint() -> None:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=signal_after_the_first_checkpoint)
+    thread.start()
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"sft: interrupted by signal 15 after"):
+            _train(hit)
+    finally:
+        thread.join()
+    _train(hit)
+    adapter = "models/cet/adapter/adapter_model.safetensors"
+    assert _fingerprint(hit)[adapter] == _fingerprint(clean)[adapter]
+    assert any("sft: resumed from" in e for e in _metrics(hit)["events"])

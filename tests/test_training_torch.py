@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -10,11 +11,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reprolab.config import GuardParams
 from reprolab.errors import PipelineError, ResourceLimitError
 from reprolab.training import TrainingInterrupted
-from reprolab.training_torch import NonFiniteStep, guarded_steps, set_lr
+from reprolab.training_torch import (
+    NonFiniteStep,
+    guarded_steps,
+    lr_multiplier,
+    make_scheduler,
+    set_lr,
+)
 
 X = torch.tensor(np.random.default_rng(0).normal(size=(64, 3)), dtype=torch.float32)
 Y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.1
@@ -146,3 +155,42 @@ def test_stop_ends_the_phase_early(tmp_path: Path) -> None:
     state = loop.run(tmp_path, stop=lambda: len(loop.micro_seen) >= 4)
     assert len(loop.micro_seen) == 4 and state.next_step == 10
     assert "stopped early after step 4/10" in state.events[-1]
+
+
+@given(
+    steps=st.integers(1, 500),
+    warmup=st.integers(0, 500),
+    ratio=st.floats(0.0, 1.0),
+    schedule=st.sampled_from(["constant", "cosine"]),
+)
+def test_schedule_warms_up_linearly_then_holds_or_decays_to_the_floor(
+    steps: int, warmup: int, ratio: float, schedule: str
+) -> None:
+    warmup = min(warmup, steps)
+    f = [lr_multiplier(k, steps, schedule, warmup, ratio) for k in range(steps)]
+    assert f[:warmup] == pytest.approx([(k + 1) / warmup for k in range(warmup)])
+    after = f[warmup:]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(after))  # never rises again
+    assert all(min(ratio, 1.0) - 1e-12 <= v <= 1.0 + 1e-12 for v in after)
+    if after and schedule == "constant":
+        assert after == [1.0] * len(after)
+    if len(after) > 1 and schedule == "cosine":
+        assert after[0] == pytest.approx(1.0) and after[-1] == pytest.approx(ratio)
+
+
+def test_guard_rate_changes_move_the_base_of_the_schedule() -> None:
+    """Halving (NaN) or a rollback under a schedule scales every later scheduled rate."""
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    factor = lambda k: lr_multiplier(k, 10, "cosine", 2, 0.1)  # noqa: E731
+    sched = make_scheduler(opt, factor)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    set_lr(opt, 0.05, sched)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05 * factor(4))
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05 * factor(5))
+    restored = make_scheduler(opt, factor)
+    restored.load_state_dict(sched.state_dict())
+    assert restored.last_epoch == 5 and restored.base_lrs == [0.05]

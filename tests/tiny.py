@@ -18,8 +18,9 @@ CET: dict[str, Any] = {
         "max_positions": 2048,
     },
     "adapter": {"r": 4, "alpha": 8.0},
-    "pretrain": {"steps": 4, "batch_size": 4},
-    "sft": {"steps": 4, "batch_size": 4},
+    # Warm-up and cosine: the resume test then also proves the scheduler state is restored.
+    "pretrain": {"steps": 4, "batch_size": 4, "schedule": "cosine", "warmup_steps": 2},
+    "sft": {"steps": 4, "batch_size": 4, "schedule": "cosine", "warmup_steps": 2},
     "scst": {"steps": 3, "batch_size": 2, "val_every": 1, "val_programs": 4},
     "max_new_tokens": 12,
     "checkpoint_every": 2,

@@ -26,6 +26,7 @@ import contextlib
 import copy
 import json
 import shutil
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from reprolab.io import atomic_dir, write_json
 from reprolab.pipelines.contexts import TOKENIZER, baseline_contexts, read_features
 from reprolab.resources import StageResources, rss_bytes
 from reprolab.seeding import int_seed, rng
+from reprolab.training import TrainingInterrupted
 
 MODEL = "cet"
 MODEL_DIR = Path("models") / MODEL
@@ -91,6 +93,15 @@ def _optimizer(model: Any, lr: float) -> Any:
 
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def _scheduler(optimizer: Any, p: CetPhaseParams) -> Any:
+    from reprolab.training_torch import lr_multiplier, make_scheduler
+
+    return make_scheduler(
+        optimizer,
+        lambda step: lr_multiplier(step, p.steps, p.schedule, p.warmup_steps, p.min_lr_ratio),
+    )
 
 
 def _finite_step(model: Any, optimizer: Any, clip: float) -> float:
@@ -283,13 +294,17 @@ class CetTrainer:
         after_step: Any = None,
         stop: Any = None,
     ) -> None:
+        """``p.steps`` guarded steps; the phase's schedule advances after every step."""
         from reprolab.models.cet import rng_state, set_rng_state
         from reprolab.training_torch import guarded_steps, set_lr
+
+        scheduler = _scheduler(optimizer, p)
 
         def state() -> dict[str, Any]:
             out = {
                 "weights": _trainable_state(model),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
             }
             if extra_state is not None:
@@ -299,6 +314,7 @@ class CetTrainer:
         def restore(saved: dict[str, Any]) -> None:
             _load_trainable(model, saved["weights"])
             optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
             set_rng_state(saved["rng"])
             if extra_state is not None:
                 extra_state[1](saved["extra"])
@@ -308,7 +324,9 @@ class CetTrainer:
 
         def on_step(step: int, logs: dict[str, float]) -> None:
             next(it, None)
-            self.log(phase, logs)
+            # learning_rate: the guard's (peak) rate; lr: the scheduled rate this step used
+            self.log(phase, {**logs, "lr": optimizer.param_groups[0]["lr"]})
+            scheduler.step()
 
         start = time.perf_counter()
         gs = guarded_steps(
@@ -317,7 +335,7 @@ class CetTrainer:
             batch_size=p.batch_size,
             learning_rate=p.learning_rate,
             step_fn=step_fn,
-            set_learning_rate=lambda lr: set_lr(optimizer, lr),
+            set_learning_rate=lambda lr: set_lr(optimizer, lr, scheduler),
             state=state,
             restore=restore,
             checkpoint_dir=self.checkpoint_dir,
@@ -391,11 +409,14 @@ class CetTrainer:
         import torch
 
         from reprolab.distributed import launch
+        from reprolab.training_torch import fingerprint
 
         t = self.t  # params validation guarantees a row per process (sft.batch_size >= nproc)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         job = self.checkpoint_dir / "ddp_job.pt"
         result = self.checkpoint_dir / "ddp_result.pt"
+        result.unlink(missing_ok=True)
+        checkpoint = self.checkpoint_dir / "sft_ddp.pt"
         torch.save(
             {
                 "base_dir": str(base_dir),
@@ -408,12 +429,25 @@ class CetTrainer:
                 "prompts": self.train.prompts,
                 "targets": self.train.targets,
                 "result": str(result),
+                "checkpoint": str(checkpoint),
+                "checkpoint_every": t.checkpoint_every,
+                "fingerprint": fingerprint(f"sft_ddp|{t.nproc}|{adapter_method}|{self.setup}"),
             },
             job,
         )
         start = time.perf_counter()
         launch(ddp_sft_job, t.nproc, str(job))
         out = torch.load(result, weights_only=False)
+        self.events.extend(f"sft: {e}" for e in out["events"])
+        if out["interrupted"] is not None:
+            step, signum = out["interrupted"]
+            raise TrainingInterrupted(
+                f"sft: interrupted by signal {signum} after step {step}/{t.sft.steps}; "
+                f"checkpoint saved to {checkpoint}, rerun to resume",
+                epoch=step,
+                signum=signum,
+                checkpoint_dir=self.checkpoint_dir,
+            )
         if out["method"] != adapter_method:
             raise PipelineError(
                 f"ddp: the ranks trained {out['method']} adapters, the stage holds "
@@ -458,48 +492,52 @@ class CetTrainer:
             gen.set_state(saved["generator"])
 
         def step_fn(step: int, micro: int) -> dict[str, float]:
-            rows = self.train.batch(self.seed, "scst", step, s.batch_size)
-            prompts = [self.train.prompts[i] for i in rows]
-            tests = [self.train.tests[i] for i in rows]
-            common = {"max_new_tokens": t.max_new_tokens, "eos_id": self.ids["eos"]}
-            samples = generate(
-                model,
-                prompts,
-                **common,
-                pad_id=self.ids["pad"],
-                greedy=False,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                generator=gen,
-            )
-            greedy = generate(model, prompts, **common, pad_id=self.ids["pad"], greedy=True)
-            r_s = pass_rates(self.rec, [decoder.ids_to_text(x) for x in samples], tests)
-            r_g = pass_rates(self.rec, [decoder.ids_to_text(x) for x in greedy], tests)
-            optimizer.zero_grad(set_to_none=True)
-            loss, stats = scst_loss(
-                model,
-                prompts,
-                samples,
-                torch.tensor(r_s),
-                torch.tensor(r_g),
-                kl_coef=s.kl_coef,
-                pad_id=self.ids["pad"],
-            )
-            if not bool(loss.isfinite()):
-                from reprolab.training_torch import NonFiniteStep
+            """One SCST update over the step's rows, ``micro`` rows per pass (the guard
+            halves ``micro`` on out-of-memory; the samples then differ, the rule does not)."""
+            from reprolab.training_torch import NonFiniteStep
 
-                raise NonFiniteStep(f"loss {float(loss)}")
-            loss.backward()
+            rows = self.train.batch(self.seed, "scst", step, s.batch_size)
+            common = {"max_new_tokens": t.max_new_tokens, "eos_id": self.ids["eos"]}
+            optimizer.zero_grad(set_to_none=True)
+            sums = {"loss": 0.0, "reward_sample": 0.0, "reward_greedy": 0.0}
+            sums.update(advantage=0.0, kl=0.0)
+            for part in _micro(rows, micro):
+                prompts = [self.train.prompts[i] for i in part]
+                tests = [self.train.tests[i] for i in part]
+                samples = generate(
+                    model,
+                    prompts,
+                    **common,
+                    pad_id=self.ids["pad"],
+                    greedy=False,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    generator=gen,
+                )
+                greedy = generate(model, prompts, **common, pad_id=self.ids["pad"], greedy=True)
+                r_s = pass_rates(self.rec, [decoder.ids_to_text(x) for x in samples], tests)
+                r_g = pass_rates(self.rec, [decoder.ids_to_text(x) for x in greedy], tests)
+                loss, stats = scst_loss(
+                    model,
+                    prompts,
+                    samples,
+                    torch.tensor(r_s),
+                    torch.tensor(r_g),
+                    kl_coef=s.kl_coef,
+                    pad_id=self.ids["pad"],
+                )
+                if not bool(loss.isfinite()):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteStep(f"loss {float(loss)}")
+                share = len(part) / len(rows)  # the means over the step's rows
+                (loss * share).backward()
+                sums["loss"] += float(loss.detach()) * share
+                sums["reward_sample"] += float(np.mean(r_s)) * share
+                sums["reward_greedy"] += float(np.mean(r_g)) * share
+                sums["advantage"] += stats["advantage"] * share
+                sums["kl"] += stats["kl"] * share
             norm = _finite_step(model, optimizer, s.grad_clip)
-            return {
-                "loss": float(loss.detach()),
-                "reward_sample": float(np.mean(r_s)),
-                "reward_greedy": float(np.mean(r_g)),
-                "advantage": stats["advantage"],
-                "kl": stats["kl"],
-                "grad_norm": norm,
-                "cache_hit_rate": self.rec.hit_rate,
-            }
+            return {**sums, "grad_norm": norm, "cache_hit_rate": self.rec.hit_rate}
 
         def after_step(step: int, lr: float) -> float | None:
             if (step + 1) % s.val_every and step + 1 != s.steps:
@@ -568,18 +606,24 @@ def _rss_mib() -> float:
 
 
 def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, Any]:
-    """Trainable share, weight memory and SFT step time of LoRA and QLoRA on the same base."""
+    """Trainable share, weight bytes, SFT step time and peak memory of LoRA and QLoRA on the
+    same base. The peak is the growth of this process's peak RSS while the method's model is
+    built (a float copy of the base, or the 4-bit base loaded from ``base_dir``) and trained
+    for the probe steps: model, adapters, optimizer state and activations together."""
     from reprolab.models.cet import trainable_parameters
+    from reprolab.resources import own_peak_rss_bytes, reset_peak_rss
 
     out: dict[str, Any] = {}
     steps = trainer.t.qlora_probe_steps
     for method in ("lora", "qlora"):
-        model = trainer.attach(copy.deepcopy(base), base_dir, method)
+        resettable = reset_peak_rss()
+        rss_before = rss_bytes()
+        # QLoRA loads its own 4-bit base from base_dir; LoRA trains a float copy.
+        model = trainer.attach(copy.deepcopy(base) if method == "lora" else None, base_dir, method)
         peft = model.model
         trainable, total = trainable_parameters(peft)
         weight_bytes = sum(p.numel() * p.element_size() for p in peft.parameters())
         optimizer = _optimizer(peft, trainer.t.sft.learning_rate)
-        rss_before = rss_bytes()
         start = time.perf_counter()
         for step in range(steps):
             rows = trainer.train.batch(trainer.seed, "probe", step, trainer.t.sft.batch_size)
@@ -595,8 +639,11 @@ def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, A
             "weight_bytes": int(weight_bytes),
             "probe_steps": steps,
             "seconds_per_step": round(seconds / steps, 4) if steps else None,
-            "rss_growth_mib": round((rss_bytes() - rss_before) / MIB, 1),
         }
+        peak = own_peak_rss_bytes()
+        out[method]["peak_rss_growth_mib"] = (
+            round((peak - rss_before) / MIB, 1) if resettable and peak is not None else None
+        )
         del model, peft, optimizer
     return out
 
@@ -671,12 +718,19 @@ def train(params: Params, res: StageResources) -> None:
 
 
 def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
-    """One DDP rank of phase 2: the same adapters, its shard of every step's batch."""
+    """One DDP rank of phase 2: the same adapters, its shard of every step's batch.
+
+    Rank 0 checkpoints every ``checkpoint_every`` steps (weights, optimizer, scheduler, every
+    rank's RNG state, the logs so far); a run with the same fingerprint resumes there. A
+    signal on any rank stops every rank after the same step, with a checkpoint.
+    """
     import torch
+    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from reprolab.distributed import save_rank0, shard
-    from reprolab.models.cet import load_base_model, set_determinism
+    from reprolab.distributed import agree, save_rank0, shard
+    from reprolab.models.cet import load_base_model, rng_state, set_determinism, set_rng_state
+    from reprolab.training_torch import signals_to_flag
 
     job = torch.load(job_path, weights_only=False)
     set_determinism(job["seed"], job["threads"])
@@ -688,19 +742,65 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     model.train()
     ddp = DistributedDataParallel(model)
     optimizer = _optimizer(model, p.learning_rate)
+    scheduler = _scheduler(optimizer, p)
     data = Data.__new__(Data)
     data.prompts, data.targets = job["prompts"], job["targets"]
-    logs = []
-    for step in range(p.steps):
-        rows = shard(data.batch(job["seed"], "sft", step, p.batch_size), rank, world)
-        out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
-        logs.append(out)
+    checkpoint, every = Path(job["checkpoint"]), job["checkpoint_every"]
+    logs: list[dict[str, float]] = []
+    events: list[str] = []
+    first = 0
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved.get("fingerprint") == job["fingerprint"]:
+            _load_trainable(model, saved["weights"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            set_rng_state(saved["rng"][rank])
+            first, logs = saved["next_step"], saved["logs"]
+            events.append(f"resumed from {checkpoint} at step {first + 1}/{p.steps}")
+        else:
+            events.append(f"{checkpoint}: checkpoint of another set-up; starting the phase again")
+
+    def save(next_step: int) -> None:
+        rngs: list[Any] = [None] * world
+        dist.all_gather_object(rngs, rng_state())
+        state = {
+            "fingerprint": job["fingerprint"],
+            "next_step": next_step,
+            "weights": _trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rngs,
+            "logs": logs,
+        }
+        save_rank0(rank, state, checkpoint)
+
+    interrupted = None
+    with signals_to_flag(events) as flag:
+        for step in range(first, p.steps):
+            rows = shard(data.batch(job["seed"], "sft", step, p.batch_size), rank, world)
+            out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
+            logs.append({**out, "lr": optimizer.param_groups[0]["lr"]})
+            scheduler.step()
+            if agree(flag.signum is not None):
+                save(step + 1)
+                interrupted = (step + 1, int(flag.signum or signal.SIGTERM))
+                break
+            if (step + 1) % every == 0 and step + 1 < p.steps:
+                save(step + 1)
     weights = _trainable_state(model)
-    # DDP's promise, checked: every rank ends with the very same adapter weights.
-    digest = torch.tensor([float(sum(float(v.double().sum()) for v in weights.values()))])
-    gathered = [torch.zeros(1, dtype=digest.dtype) for _ in range(world)]
-    torch.distributed.all_gather(gathered, digest)
-    if any(not torch.equal(g, gathered[0]) for g in gathered):
-        raise PipelineError(f"ddp: ranks disagree on the adapter weights: {gathered}")
-    result = {"weights": weights, "logs": logs, "method": adapted.method}
+    if interrupted is None:
+        # DDP's promise, checked: every rank ends with the very same adapter weights.
+        digest = torch.tensor([float(sum(float(v.double().sum()) for v in weights.values()))])
+        gathered = [torch.zeros(1, dtype=digest.dtype) for _ in range(world)]
+        dist.all_gather(gathered, digest)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise PipelineError(f"ddp: ranks disagree on the adapter weights: {gathered}")
+    result = {
+        "weights": weights,
+        "logs": logs,
+        "method": adapted.method,
+        "events": events,
+        "interrupted": interrupted,
+    }
     save_rank0(rank, result, Path(job["result"]))
