@@ -329,8 +329,10 @@ class PinnTrainParams:
     lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
     epochs_physics: int = _bounded(12, ge=0, le=10_000)
     lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
-    epochs_rar: int = _bounded(10, ge=0, le=10_000)  # per refinement round
-    lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
+    epochs_rar: int = _bounded(12, ge=0, le=10_000)  # per refinement round
+    lr_rar: list[float] = _list(
+        [1e-4, 5e-5, 2.5e-5, 1.25e-5], min_len=0, gt=0.0, le=1.0
+    )  # a round each
     rar_candidates: int = _bounded(20000, ge=1)
     rar_points: int = _bounded(4000, ge=1)
     rar_repeat: int = _bounded(4, ge=1, le=1000)

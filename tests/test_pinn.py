@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprolab.blackscholes import bs_price_greeks
+from reprolab.blackscholes import GREEKS, bs_price_greeks
 from reprolab.models import pinn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
     for kind in ("call", "put"):
         want = model.greeks(S, K, p["tau"], p["sigma"], p["r"], kind)
         got = served.greeks(S, K, p["tau"], p["sigma"], p["r"], kind)
-        for name in pinn.GREEK_NAMES:
+        for name in GREEKS:
             scale = np.maximum(1.0, np.abs(want[name]))
             assert np.max(np.abs(got[name] - want[name]) / scale) < 1e-6, (kind, name)
     np.testing.assert_allclose(served.residual(**p), model.residual(**p), rtol=1e-9, atol=1e-9)
@@ -140,7 +140,7 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
         one = model.greeks(*args, "put")
         d = served.scalar_derivatives(np.log(args[0] / K), *args[2:])
         fast = pinn.greeks_from_derivatives(d, np.log(args[0] / K), args[2], args[4], K, "put")
-        for name in pinn.GREEK_NAMES:
+        for name in GREEKS:
             scale = max(1.0, abs(batch[name][i]))
             assert abs(one[name][0] - batch[name][i]) / scale < 1e-12, name
             assert abs(fast[name] - batch[name][i]) / scale < 1e-6, name

@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 
 COORDS = ("x", "tau", "sigma", "r")
 DERIVATIVES = ("v", "v_x", "v_tau", "v_sigma", "v_r", "v_xx")
-GREEK_NAMES = ("price", "delta", "gamma", "vega", "theta", "rho")
 N_FEATURES = 6
 TAU_FLOOR = 1e-8
 BASE_WIDTH = 1.0 / (math.sqrt(2.0 * math.pi) * math.log(2.0))
