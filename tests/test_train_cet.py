@@ -81,6 +81,7 @@ def test_stage_writes_every_output_and_every_baseline(world: Path) -> None:
     assert set(speed["phase_seconds"]) == {"pretrain", "sft", "scst"}
     for method in ("lora", "qlora"):
         assert speed["adapters"][method]["peak_rss_growth_mib"] >= 0, method
+        assert speed["adapters"][method]["train_tokens_per_s"] > 0, method
     live = world / "metrics/train/cet/live/plots/metrics"
     for phase in ("pretrain", "sft", "scst", "scst_val"):
         assert (live / phase).is_dir(), phase

@@ -625,8 +625,12 @@ def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, A
         weight_bytes = sum(p.numel() * p.element_size() for p in peft.parameters())
         optimizer = _optimizer(peft, trainer.t.sft.learning_rate)
         start = time.perf_counter()
+        tokens = 0  # prompt and target tokens through the model (padding not counted)
         for step in range(steps):
             rows = trainer.train.batch(trainer.seed, "probe", step, trainer.t.sft.batch_size)
+            tokens += sum(
+                len(trainer.train.prompts[i]) + len(trainer.train.targets[i]) for i in rows
+            )
             _supervised_step(
                 peft, optimizer, trainer.train, rows, len(rows), trainer.ids["pad"], lm=False
             )
@@ -639,6 +643,7 @@ def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, A
             "weight_bytes": int(weight_bytes),
             "probe_steps": steps,
             "seconds_per_step": round(seconds / steps, 4) if steps else None,
+            "train_tokens_per_s": round(tokens / seconds) if steps else None,
         }
         peak = own_peak_rss_bytes()
         out[method]["peak_rss_growth_mib"] = (
