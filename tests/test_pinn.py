@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from reprolab.blackscholes import GREEKS, bs_price_greeks
-from reprolab.models import pinn
+from reprolab.models import pinn, save_keras_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,6 +146,21 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
             assert abs(fast[name] - batch[name][i]) / scale < 1e-6, name
 
 
+def test_saved_keras_file_depends_on_the_model_alone(model, tmp_path: Path) -> None:
+    """Keras stamps the save time into a .keras file; the pipeline's saves do not carry it,
+    so DVC sees two trainings with the same weights as the same output."""
+    import time
+    import zipfile
+
+    first = save_keras_model(model, tmp_path / "a" / "model.keras").read_bytes()
+    time.sleep(1.1)  # the stamp has one-second resolution
+    second = save_keras_model(model, tmp_path / "b" / "model.keras").read_bytes()
+    assert first == second
+    with zipfile.ZipFile(tmp_path / "a" / "model.keras") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["model.keras"]  # no leftovers
+
+
 def test_exported_file_is_small(tmp_path: Path) -> None:
     m = pinn.build_pinn(**{k: getattr(pinn.PinnTrainParams(), k) for k in ("hidden", "depth")})
     path = pinn.export_weights(m, tmp_path / "pinn.npz")
@@ -163,8 +178,7 @@ def test_numpy_path_does_not_import_tensorflow(model, tmp_path: Path) -> None:
 
 
 def test_keras_round_trip_gives_identical_predictions(model, tmp_path: Path) -> None:
-    path = tmp_path / "pinn.keras"
-    model.save(path)
+    path = save_keras_model(model, tmp_path / "pinn.keras")  # what the stages save with
     loaded = pinn.load_pinn_model(path)
     p = _points(300, seed=9)
     a = model.derivatives(**p)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
+
+from reprolab.io import atomic_path
+
+# What a .keras file carries that is not the model: the save time (metadata.json and the zip
+# entries' dates). Fixed, so two trainings with the same weights give the same bytes.
+_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_FIXED_SAVE_DATE = "1980-01-01@00:00:00"
 
 
 def load_keras_model(path: str | Path, compile: bool = True) -> Any:
@@ -15,3 +25,30 @@ def load_keras_model(path: str | Path, compile: bool = True) -> Any:
     _ = pinn.PinnPricer  # created and registered on first access
 
     return keras.models.load_model(path, compile=compile)
+
+
+def save_keras_model(model: Any, path: str | Path) -> Path:
+    """``model.save`` to ``path`` (a ``.keras`` file), atomically and byte-reproducibly.
+
+    Keras stamps the save time into ``metadata.json`` and into the zip entries; both are
+    replaced by fixed values, so the file's hash depends on the model alone (what DVC needs
+    to call two identical trainings identical).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".keras-save-") as tmp_dir:
+        saved = Path(tmp_dir) / "model.keras"  # Keras insists on the suffix
+        model.save(saved)
+        with zipfile.ZipFile(saved) as src, atomic_path(final) as tmp:
+            with zipfile.ZipFile(tmp, "w") as dst:
+                for info in src.infolist():
+                    data = src.read(info.filename)
+                    if info.filename == "metadata.json":
+                        meta = json.loads(data)
+                        meta["date_saved"] = _FIXED_SAVE_DATE
+                        data = json.dumps(meta, sort_keys=True).encode("utf-8")
+                    entry = zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_DATE)
+                    entry.compress_type = info.compress_type
+                    entry.external_attr = 0o644 << 16
+                    dst.writestr(entry, data)
+    return final

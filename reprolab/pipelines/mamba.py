@@ -21,6 +21,7 @@ from reprolab.config import MambaTrainParams, Params
 from reprolab.features.windows import materialize
 from reprolab.io import locked_update, read_json, read_parquet, write_json
 from reprolab.metrics import classification_report, rounded
+from reprolab.models import save_keras_model
 from reprolab.resources import MemoryBudget, StageResources
 from reprolab.seeding import int_seed, rng
 
@@ -171,16 +172,6 @@ def _save_predictions(path: Path, split: Split, p_up: np.ndarray) -> None:
     write_parquet(path, frame)
 
 
-def _save_model(model: Any, path: Path) -> None:
-    """Keras needs the .keras suffix, so the temporary file keeps it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _reports(
     seed: int, name: str, data: dict[str, Split], probs: dict[str, np.ndarray], n: int
 ) -> dict[str, Any]:
@@ -217,7 +208,7 @@ def comparators(
     model, summary, step_s = _fit(
         build, data, t, seed, kind, METRICS_DIR / "live" / "comparator", f"{kind}:{units}"
     )
-    _save_model(model, MODEL_DIR / "comparators" / f"{kind}.keras")
+    save_keras_model(model, MODEL_DIR / "comparators" / f"{kind}.keras")
     probs[kind] = {split: _predict(model, data[split].x) for split in ("val", "test")}
     info = {kind: {"params": int(model.count_params()), "units": units, "training": summary}}
     return probs, info, step_s
@@ -241,7 +232,7 @@ def train(params: Params, res: StageResources) -> None:
         build, data, t, seed, MODEL, METRICS_DIR / "live" / MODEL, fingerprint
     )
     train_seconds = time.perf_counter() - start
-    _save_model(model, MODEL_DIR / "model.keras")
+    save_keras_model(model, MODEL_DIR / "model.keras")
     mamba_probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
     _save_predictions(MODEL_DIR / "predictions.parquet", data["test"], mamba_probs["test"])
 
@@ -289,7 +280,7 @@ def _symbol_worker(job: dict[str, Any]) -> dict[str, Any]:
         build, data, t, job["seed"], f"per_symbol/{symbol}", None, f"{symbol}:{t}", verbose=0
     )
     path = Path(job["out_dir"]) / f"{symbol}.keras"
-    _save_model(model, path)
+    save_keras_model(model, path)
     probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
     entry = {
         "path": str(path),

@@ -14,6 +14,7 @@ from reprolab import paths
 from reprolab.config import OptionsParams, Params
 from reprolab.data.options import domain_bounds
 from reprolab.io import read_parquet, write_json
+from reprolab.models import save_keras_model
 from reprolab.resources import StageResources
 from reprolab.seeding import int_seed
 
@@ -103,10 +104,7 @@ def train(params: Params, res: StageResources) -> None:
     seconds = time.perf_counter() - start
     live.end()
     model = result.model
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = MODEL_DIR / ".model.tmp.keras"
-    model.save(tmp)
-    tmp.replace(MODEL_DIR / "model.keras")
+    save_keras_model(model, MODEL_DIR / "model.keras")
     weights = export_weights(model, MODEL_DIR / "weights.npz")
     write_json(MODEL_DIR / "domain.json", trained_domain(params.options))
 
