@@ -161,6 +161,25 @@ def test_saved_keras_file_depends_on_the_model_alone(model, tmp_path: Path) -> N
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["model.keras"]  # no leftovers
 
 
+def test_shared_objects_are_numbered_not_named_by_address() -> None:
+    """Keras names shared objects by id(); the saved config numbers them, keeping the sharing."""
+    from reprolab.models import _renumber_shared_objects
+
+    addr_a, addr_b = 140119652271184, 140119652270000
+    config = {
+        "layers": [
+            {"dtype": {"shared_object_id": addr_a, "name": "float32"}},
+            {"dtype": {"shared_object_id": addr_b}},
+            {"dtype": {"shared_object_id": addr_a}},
+        ]
+    }
+    ids = [
+        layer["dtype"]["shared_object_id"]
+        for layer in _renumber_shared_objects(config, {})["layers"]
+    ]
+    assert ids == [1, 2, 1]
+
+
 def test_exported_file_is_small(tmp_path: Path) -> None:
     m = pinn.build_pinn(**{k: getattr(pinn.PinnTrainParams(), k) for k in ("hidden", "depth")})
     path = pinn.export_weights(m, tmp_path / "pinn.npz")

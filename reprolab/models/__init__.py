@@ -27,12 +27,28 @@ def load_keras_model(path: str | Path, compile: bool = True) -> Any:
     return keras.models.load_model(path, compile=compile)
 
 
+def _renumber_shared_objects(node: Any, ids: dict[int, int]) -> Any:
+    """Keras names an object shared by several layers (a dtype policy) by its ``id()``, a
+    memory address; number them 1, 2, ... in order of appearance instead (the same sharing)."""
+    if isinstance(node, dict):
+        return {
+            k: ids.setdefault(v, len(ids) + 1)
+            if k == "shared_object_id" and isinstance(v, int)
+            else _renumber_shared_objects(v, ids)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_objects(v, ids) for v in node]
+    return node
+
+
 def save_keras_model(model: Any, path: str | Path) -> Path:
     """``model.save`` to ``path`` (a ``.keras`` file), atomically and byte-reproducibly.
 
-    Keras stamps the save time into ``metadata.json`` and into the zip entries; both are
-    replaced by fixed values, so the file's hash depends on the model alone (what DVC needs
-    to call two identical trainings identical).
+    Keras stamps the save time into ``metadata.json`` and the zip entries, and memory
+    addresses into ``config.json`` (``shared_object_id``); the stamps become fixed values and
+    the addresses small numbers, so the file's hash depends on the model alone (what DVC
+    needs to call two identical trainings identical).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +63,9 @@ def save_keras_model(model: Any, path: str | Path) -> Path:
                         meta = json.loads(data)
                         meta["date_saved"] = _FIXED_SAVE_DATE
                         data = json.dumps(meta, sort_keys=True).encode("utf-8")
+                    elif info.filename == "config.json":
+                        config = _renumber_shared_objects(json.loads(data), {})
+                        data = json.dumps(config).encode("utf-8")
                     entry = zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_DATE)
                     entry.compress_type = info.compress_type
                     entry.external_attr = 0o644 << 16
