@@ -41,6 +41,7 @@ __all__ = [
     "fingerprint",
     "guarded_steps",
     "is_out_of_memory",
+    "load_checkpoint",
     "lr_multiplier",
     "make_scheduler",
     "set_lr",
@@ -85,7 +86,9 @@ def _save(path: Path, key: str, guard_state: GuardState, state: dict[str, Any]) 
         torch.save(payload, tmp)
 
 
-def _load(path: Path, key: str, event: Callable[[str], None]) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, key: str, event: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it carries ``key``; None (and an event saying why) if it
+    is missing, unreadable or from another set-up."""
     import torch
 
     if not path.exists():
@@ -136,7 +139,7 @@ def guarded_steps(
         gs.events.append(message)
         log.warning("%s: %s", phase, message)
 
-    payload = _load(path, key, event)
+    payload = load_checkpoint(path, key, event)
     if payload is not None:
         events = gs.events
         gs = GuardState(**payload["guard"])

@@ -56,11 +56,12 @@ for i in range(1000):
 g = np.random.default_rng(0)
 n = int(sys.argv[3])
 p.price(g.uniform(60, 180, n), 100.0, g.uniform(0.01, 2, n), g.uniform(0.05, 0.7, n), 0.03)
-# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec)
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+tensorflow_imported = "tensorflow" in sys.modules
+# this process's own peak (ru_maxrss would carry the parent's peak across exec)
+from reprolab.resources import own_peak_rss_bytes
 print(json.dumps({
-    "peak_rss_mib": int(hwm.split()[1]) / 1024,
-    "tensorflow_imported": "tensorflow" in sys.modules,
+    "peak_rss_mib": own_peak_rss_bytes() / 2**20,
+    "tensorflow_imported": tensorflow_imported,
 }))
 """
 

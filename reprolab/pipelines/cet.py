@@ -735,7 +735,7 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
 
     from reprolab.distributed import agree, save_rank0, shard
     from reprolab.models.cet import load_base_model, rng_state, set_determinism, set_rng_state
-    from reprolab.training_torch import signals_to_flag
+    from reprolab.training_torch import load_checkpoint, signals_to_flag
 
     job = torch.load(job_path, weights_only=False)
     set_determinism(job["seed"], job["threads"])
@@ -754,17 +754,14 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     logs: list[dict[str, float]] = []
     events: list[str] = []
     first = 0
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        if saved.get("fingerprint") == job["fingerprint"]:
-            _load_trainable(model, saved["weights"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            set_rng_state(saved["rng"][rank])
-            first, logs = saved["next_step"], saved["logs"]
-            events.append(f"resumed from {checkpoint} at step {first + 1}/{p.steps}")
-        else:
-            events.append(f"{checkpoint}: checkpoint of another set-up; starting the phase again")
+    saved = load_checkpoint(checkpoint, job["fingerprint"], events.append)
+    if saved is not None:
+        _load_trainable(model, saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"][rank])
+        first, logs = saved["next_step"], saved["logs"]
+        events.append(f"resumed from {checkpoint} at step {first + 1}/{p.steps}")
 
     def save(next_step: int) -> None:
         rngs: list[Any] = [None] * world
