@@ -418,17 +418,17 @@ class CetTrainParams:
     # Warm-up and cosine let a higher peak work (measured: see the README, train@cet).
     pretrain: CetPhaseParams = field(
         default_factory=lambda: CetPhaseParams(
-            steps=400, batch_size=8, learning_rate=4e-3, schedule="cosine", warmup_steps=40
+            steps=400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
         )
     )
     sft: CetPhaseParams = field(
         default_factory=lambda: CetPhaseParams(
-            steps=600, batch_size=8, learning_rate=4e-3, schedule="cosine", warmup_steps=40
+            steps=900, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
         )
     )
     scst: CetScstParams = field(default_factory=CetScstParams)
-    max_new_tokens: int = _bounded(48, ge=1, le=4096)
-    eval_batch_size: int = _bounded(16, ge=1, le=65536)
+    max_new_tokens: int = _bounded(32, ge=1, le=4096)  # per line label
+    eval_batch_size: int = _bounded(64, ge=1, le=65536)  # lines per greedy batch
     checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints
     threads: int = _bounded(2, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
     reconstruct_workers: int = _bounded(1, ge=1, le=64)

@@ -88,11 +88,11 @@ def test_cross_field_rules(raw: dict) -> None:
     assert "multiple of num_heads" in _error(raw, "train.cet.model.hidden_size", 130)
     assert "divisor of num_heads" in _error(raw, "train.cet.model.num_kv_heads", 3)
     assert "train.cet.adapter.method" in _error(raw, "train.cet.adapter.method", "dora")
-    assert "<= steps = 600" in _error(raw, "train.cet.sft.warmup_steps", 601)
+    assert "<= steps = 900" in _error(raw, "train.cet.sft.warmup_steps", 901)
     assert "train.cet.scst.schedule" in _error(raw, "train.cet.scst.schedule", "linear")
     ddp = copy.deepcopy(raw)
-    ddp["train"]["cet"].update(distributed="ddp", nproc=16)
-    with pytest.raises(ValidationError, match=r"train\.cet\.sft\.batch_size = 8: .*nproc = 16"):
+    ddp["train"]["cet"].update(distributed="ddp", nproc=100)
+    with pytest.raises(ValidationError, match=r"train\.cet\.sft\.batch_size = 64: .*nproc = 100"):
         parse_params(ddp)
 
 

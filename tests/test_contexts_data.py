@@ -23,12 +23,14 @@ from reprolab.data.contexts import (
     STEP_SPECS,
     Program,
     Step,
+    assemble_context,
     augment_sample,
     format_const,
     generate_program,
     generate_programs,
     gold_context,
     heuristic_context,
+    line_label,
     make_sample,
     make_template,
     parse_requirement,
@@ -55,6 +57,7 @@ SAMPLE_KEYS = {
     "raw",
     "gold",
     "tests",
+    "line_labels",
     "n_raw_chars",
     "n_gold_chars",
 }
@@ -326,3 +329,65 @@ def test_heuristic_uses_attribution_order_and_the_simple_correction() -> None:
 def test_heuristic_never_raises(text: str) -> None:
     out = heuristic_context(text, "clean_scores")
     assert all(parse_requirement(line) for line in out.splitlines())
+
+
+# ------------------------------------------------------------------ line labels (the CET's unit)
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    noise=st.floats(0.0, 1.0),
+    corrections=st.floats(0.0, 1.0),
+)
+def test_line_labels_assemble_to_the_gold_context(
+    seed: int, noise: float, corrections: float
+) -> None:
+    """The labels of a raw context's lines, each read alone, carry exactly the gold context:
+    so a CET that labels every line right is always right."""
+    gen = rng(seed, "labels")
+    program, *others = generate_programs(gen, 4, 1, 5)
+    sample = make_sample(program, gen, others, noise=noise, corrections=corrections)
+    labels = json.loads(sample["line_labels"])
+    lines = sample["raw"].split("\n")
+    assert len(labels) == len(lines)
+    assert assemble_context(labels) == sample["gold"]
+    for line, label in zip(lines, labels, strict=True):  # other programs' lines say nothing
+        named = set(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", line))
+        if named - {program.name}:
+            assert label == "", line
+
+
+def test_line_label_roles() -> None:
+    gen = rng(SEED, "roles")
+    programs = generate_programs(gen, 40, 3, 3)
+    program = next(p for p in programs if any(STEP_SPECS[s.kind].has_const for s in p.steps))
+    others = [p for p in programs if p is not program][:3]
+    lines = render_raw_lines(program, gen, others, noise=1.0, corrections=1.0)
+    by_role = {ln.role: line_label(ln, program) for ln in lines}
+    assert by_role["header"] == "" and by_role.get("distractor", "") == ""
+    fix = next(ln for ln in lines if ln.role == "correction")
+    assert line_label(fix, program) == f"{fix.step}= {format_const(fix.const)}"
+    step = next(ln for ln in lines if ln.role == "step")
+    kind = program.steps[step.step - 1].kind
+    assert line_label(step, program) == f"{step.step}: {requirement_line(Step(kind, step.const))}"
+
+
+def test_assemble_orders_applies_the_last_fix_and_ignores_noise() -> None:
+    labels = [
+        "2: sort ascending",
+        "",
+        "1: keep items greater than 3",
+        "1= 5",
+        "garbage",
+        "1= 7",  # the last correction of a step wins
+        "3= 4",  # a correction of a step never stated
+        "2= 9",  # a constant for a step without one
+        "1: keep items less than 2",  # the first statement of a step wins
+        '4: join the words with "-"',
+        '4= "+"',
+        "5: no such requirement",
+    ]
+    assert assemble_context(labels) == (
+        'keep items greater than 7\nsort ascending\njoin the words with "+"'
+    )
+    assert assemble_context(["1: take the first 3 items", '1= "x"']) == "take the first 3 items"
+    assert assemble_context([]) == ""

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from reprolab.errors import DataQualityError, DependencyError, ValidationError
 from reprolab.features.contexts import (
     SPECIAL_TOKENS,
+    encode_lines,
     encode_pair,
+    line_prompt,
     load_tokenizer,
     save_tokenizer,
     special_ids,
@@ -125,3 +127,16 @@ def test_missing_tokenizer_is_one_line_dependency_error(tmp_path: Path, name: st
     assert "\n" not in message
     assert target in message
     assert "save_tokenizer" in message  # says how to provide it
+
+
+def test_encode_lines_gives_one_pair_per_raw_line(tokenizer: Any) -> None:
+    raw = "task: tidy_rows\nstep 1: sort ascending\n[INFO] heartbeat ok"
+    labels = ["", "1: sort ascending", ""]
+    out = encode_lines(tokenizer, raw, "tidy_rows", labels, 64, 64)
+    pairs = zip(out["prompt_ids"], out["target_ids"] or [], strict=True)
+    for line, label, (p, t) in zip(raw.split("\n"), labels, pairs, strict=True):
+        want = encode_pair(tokenizer, line_prompt("tidy_rows", line), label, 64, 64)
+        assert (p, t) == (want["prompt_ids"], want["target_ids"])
+    assert encode_lines(tokenizer, raw, "tidy_rows", None, 64, 64)["target_ids"] is None
+    with pytest.raises(DataQualityError, match="'tidy_rows' has 3 lines but 2 line labels"):
+        encode_lines(tokenizer, raw, "tidy_rows", labels[:2], 64, 64)

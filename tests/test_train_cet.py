@@ -228,7 +228,7 @@ def test_scst_out_of_memory_halves_its_micro_batch(
     monkeypatch.setattr(cet_model, "generate", generate)
     _train(tmp_path)
     m = _metrics(tmp_path)
-    assert failed == [tiny.CET["scst"]["batch_size"]]
+    assert len(failed) == 1  # the first sampling pass (every line of both programs) failed
     assert any("scst: step 1: out of memory; micro-batch halved to 1" in e for e in m["events"])
     rewards = tmp_path / "metrics/train/cet/live/plots/metrics/scst/reward_sample.tsv"
     assert len(rewards.read_text().split("\n")) - 2 == tiny.CET["scst"]["steps"]

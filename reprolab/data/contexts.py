@@ -727,6 +727,55 @@ def render_raw_lines(
     return [RawLine("header", f"task: {program.name}", 0, program.name), *body]
 
 
+def line_label(line: RawLine, program: Program) -> str:
+    """What the CET says about one raw line of ``program``'s context, read on that line alone.
+
+    ``"n: <canonical line>"`` for a statement of the program's step n (the constant as the
+    line states it), ``"n= <constant>"`` for a correction of step n, ``""`` for every other
+    line (header, other programs, near-duplicates, noise). :func:`assemble_context` turns a
+    context's labels into its gold context.
+    """
+    if line.role == "step":
+        stated = Step(program.steps[line.step - 1].kind, line.const)
+        return f"{line.step}{LABEL_STEP}{requirement_line(stated)}"
+    if line.role == "correction":
+        return f"{line.step}{LABEL_FIX}{format_const(line.const)}"
+    return ""
+
+
+LABEL_STEP, LABEL_FIX = ": ", "= "
+_LABEL_RE = re.compile(r"(\d{1,2})(: |= )(.+)")
+
+
+def assemble_context(labels: Sequence[str]) -> str:
+    """The engineered context from per-line labels: steps in order, corrections applied.
+
+    The first statement of a step wins, the last correction of a step wins; a correction of
+    a step never stated, a constant of the wrong type and an unparsable label are ignored
+    (as the reconstructor ignores lines it cannot parse).
+    """
+    steps: dict[int, Step] = {}
+    fixes: dict[int, str] = {}
+    for label in labels:
+        match = _LABEL_RE.fullmatch(label.strip())
+        if not match:
+            continue
+        n, kind, body = int(match.group(1)), match.group(2), match.group(3)
+        if kind == LABEL_FIX:
+            fixes[n] = body
+        elif (step := parse_requirement(body)) is not None:
+            steps.setdefault(n, step)
+    for n, value in fixes.items():
+        if n not in steps or not STEP_SPECS[steps[n].kind].has_const:
+            continue
+        spec = STEP_SPECS[steps[n].kind]
+        text = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+        with_fix = parse_requirement(spec.line.replace("{c}", text))
+        if with_fix is not None and with_fix.kind == spec.kind:
+            steps[n] = with_fix
+    return "\n".join(requirement_line(steps[n]) for n in sorted(steps))
+
+
 def render_raw_context(
     program: Program,
     rng: np.random.Generator,
@@ -769,7 +818,8 @@ def make_sample(
 ) -> dict[str, Any]:
     """A flat parquet record: raw context, gold context, tests (JSON) and bookkeeping."""
     distractors = _pick_distractors(rng, program, distractor_pool)
-    raw = render_raw_context(program, rng, distractors, noise=noise, corrections=corrections)
+    lines = render_raw_lines(program, rng, distractors, noise=noise, corrections=corrections)
+    raw = "\n".join(line.text for line in lines)
     gold = gold_context(program)
     return {
         "program_id": program_id(program),
@@ -781,6 +831,7 @@ def make_sample(
         "raw": raw,
         "gold": gold,
         "tests": program.tests_json(),
+        "line_labels": json.dumps([line_label(line, program) for line in lines]),
         "n_raw_chars": len(raw),
         "n_gold_chars": len(gold),
     }

@@ -1,14 +1,16 @@
 """Byte-level BPE tokenizer for the Context Engineering Transformer (CET).
 
 A CET example is ``<s> prompt <ctx> target </s>``: the model reads the prompt up to the
-separator and learns to write the target. Training is deterministic (same texts -> the same
+separator and learns to write the target. The CET works line by line (``encode_lines``): the
+prompt is the task's name and one raw line, the target that line's label (see
+:func:`reprolab.data.contexts.line_label`). Training is deterministic (same texts -> the same
 ``tokenizer.json``, byte for byte), and byte-level BPE never meets an unknown character, so
 ``decode(encode(text)) == text`` for any text without special-token strings in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,3 +158,42 @@ def encode_pair(
                 f"{max_target_tokens}"
             )
     return {"prompt_ids": prompt_ids, "target_ids": target_ids}
+
+
+def line_prompt(name: str, line: str) -> str:
+    """The text the CET reads for one raw line: the task's name (the raw context's header
+    names it), then the line."""
+    return f"task: {name}\n{line}"
+
+
+def encode_lines(
+    tokenizer: PreTrainedTokenizerFast,
+    raw: str,
+    name: str,
+    labels: Sequence[str] | None,
+    max_prompt_tokens: int,
+    max_target_tokens: int,
+) -> dict[str, list[list[int]] | None]:
+    """One ``encode_pair`` per line of ``raw`` (prompt :func:`line_prompt`, target its label).
+
+    ``labels`` must hold one label per line (``None``: prompts only).
+    """
+    lines = raw.split("\n")
+    if labels is not None and len(labels) != len(lines):
+        raise DataQualityError(
+            f"context of {name!r} has {len(lines)} lines but {len(labels)} line labels"
+        )
+    pairs = [
+        encode_pair(
+            tokenizer,
+            line_prompt(name, line),
+            None if labels is None else labels[i],
+            max_prompt_tokens,
+            max_target_tokens,
+        )
+        for i, line in enumerate(lines)
+    ]
+    prompts = [list(p["prompt_ids"] or []) for p in pairs]
+    if labels is None:
+        return {"prompt_ids": prompts, "target_ids": None}
+    return {"prompt_ids": prompts, "target_ids": [list(p["target_ids"] or []) for p in pairs]}

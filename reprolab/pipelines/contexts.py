@@ -1,13 +1,15 @@
 """The contexts steps: generate -> split_augment -> features -> data_metrics (CET data).
 
 * ``generate``: ``n_programs`` seeded programs, each as one sample (raw context, gold context,
-  hidden tests), plus a separate pool of distractor programs whose requirements are mixed into
-  raw contexts (so no sample's text ever carries another sample's program). The reference
-  programs (step kinds and constants) go to ``data/truth`` for the judges.
+  the label of every raw line, hidden tests), plus a separate pool of distractor programs
+  whose requirements are mixed into raw contexts (so no sample's text ever carries another
+  sample's program). The reference programs (step kinds and constants) go to ``data/truth``
+  for the judges.
 * ``split_augment``: split by template (step sequence), so val and test programs are new
   shapes; then training programs only get ``augment.copies`` re-rendered raw contexts.
 * ``features``: a byte-level BPE tokenizer trained on the training split only; every split
-  tokenised (prompt = raw context, target = gold context), never truncated.
+  tokenised, never truncated: whole (prompt = raw context, target = gold context) and line by
+  line (prompt = the task's name and one raw line, target = the line's label: the CET's unit).
 * ``data_metrics``: sizes, token lengths, the template-hash disjointness check and the
   reconstructor's pass rate of the context baselines (gold = the ceiling, raw, heuristic,
   none) per split.
@@ -119,7 +121,12 @@ def split_augment(params: Params, res: StageResources) -> None:
 
 
 def features(params: Params, res: StageResources) -> None:
-    from reprolab.features.contexts import encode_pair, save_tokenizer, train_tokenizer
+    from reprolab.features.contexts import (
+        encode_lines,
+        encode_pair,
+        save_tokenizer,
+        train_tokenizer,
+    )
 
     f = params.contexts.features
     splits = {n: read_parquet(paths.split(DATASET) / _split_file(n)) for n in SPLITS}
@@ -138,13 +145,37 @@ def features(params: Params, res: StageResources) -> None:
             frame = frame.copy()
             frame["prompt_ids"] = [np.asarray(p["prompt_ids"], dtype=np.int32) for p in pairs]
             frame["target_ids"] = [np.asarray(p["target_ids"], dtype=np.int32) for p in pairs]
+            # The CET's own unit: one (prompt, label) pair per raw line.
+            lines = [
+                encode_lines(
+                    tokenizer,
+                    raw,
+                    nm,
+                    json.loads(labels),
+                    f.max_prompt_tokens,
+                    f.max_target_tokens,
+                )
+                for raw, nm, labels in zip(
+                    frame["raw"], frame["name"], frame["line_labels"], strict=True
+                )
+            ]
+            frame["line_prompt_ids"] = [_int_lists(x["prompt_ids"]) for x in lines]
+            frame["line_target_ids"] = [_int_lists(x["target_ids"]) for x in lines]
             write_parquet(out / _split_file(name), frame)
             res.add_rows(len(frame))
+
+
+def _int_lists(rows: Any) -> list[np.ndarray]:
+    return [np.asarray(r, dtype=np.int32) for r in rows]
 
 
 def read_features(split: str) -> pd.DataFrame:
     """A tokenised split of ``data/features/contexts``."""
     return read_parquet(paths.features(DATASET) / _split_file(split))
+
+
+def _flat(rows: pd.Series) -> list[Any]:
+    return [x for row in rows for x in row]
 
 
 def _lengths(values: pd.Series) -> dict[str, float]:
@@ -193,6 +224,9 @@ def data_metrics(params: Params, res: StageResources) -> None:
                 "augmented_rows": int((frame["copy"] > 0).sum()),
                 "prompt_tokens": _lengths(frame["prompt_ids"]),
                 "target_tokens": _lengths(frame["target_ids"]),
+                "line_prompt_tokens": _lengths(pd.Series(_flat(frame["line_prompt_ids"]))),
+                "line_target_tokens": _lengths(pd.Series(_flat(frame["line_target_ids"]))),
+                "lines_per_context": _lengths(frame["line_prompt_ids"]),
                 "raw_chars": _lengths(frame["raw"]),
                 "gold_chars": _lengths(frame["gold"]),
                 "gold_over_raw_tokens": round(
