@@ -110,18 +110,30 @@ class Data:
         """The line indices of ``programs``, program by program, in line order."""
         return [i for p in programs for i in range(*self.spans[p])]
 
-    def batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
-        """Line indices of ``step``: a function of (seed, phase, step) only, so resumable."""
-        return _draw(seed, phase, step, size, len(self))
+    def batch(
+        self, seed: int, phase: str, step: int, size: int, label_weight: float = 1.0
+    ) -> np.ndarray:
+        """Line indices of ``step``: a function of (seed, phase, step) only, so resumable.
+
+        A line whose target is more than eos (it carries a label) is ``label_weight`` times
+        as likely to be drawn as one without.
+        """
+        weights = None
+        if label_weight != 1.0:
+            weights = np.array([label_weight if len(t) > 1 else 1.0 for t in self.targets])
+        return _draw(seed, phase, step, size, len(self), weights)
 
     def program_batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
         """Program indices of ``step`` (SCST rewards whole programs)."""
         return _draw(seed, phase, step, size, self.programs)
 
 
-def _draw(seed: int, phase: str, step: int, size: int, n: int) -> np.ndarray:
+def _draw(
+    seed: int, phase: str, step: int, size: int, n: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     gen = rng(seed, "cet", phase, step)
-    return np.sort(gen.choice(n, size=min(size, n), replace=False))
+    p = None if weights is None else weights / weights.sum()
+    return np.sort(gen.choice(n, size=min(size, n), replace=False, p=p))
 
 
 def _micro(rows: np.ndarray, micro_batch: int) -> Iterator[np.ndarray]:
@@ -444,7 +456,7 @@ class CetTrainer:
         optimizer = _optimizer(model, p.learning_rate)
 
         def step_fn(step: int, micro: int) -> dict[str, float]:
-            rows = self.train.batch(self.seed, phase, step, p.batch_size)
+            rows = self.train.batch(self.seed, phase, step, p.batch_size, self.t.label_weight)
             return _supervised_step(model, optimizer, self.train, rows, micro, self.ids["pad"], lm)
 
         self._phase(phase, model, optimizer, p, step_fn)
@@ -487,6 +499,7 @@ class CetTrainer:
                 "seed": self.seed,
                 "threads": t.threads,
                 "pad_id": self.ids["pad"],
+                "label_weight": t.label_weight,
                 "prompts": self.train.prompts,
                 "targets": self.train.targets,
                 "result": str(result),
@@ -872,7 +885,8 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     interrupted = None
     with signals_to_flag(events) as flag:
         for step in range(first, p.steps):
-            rows = shard(data.batch(job["seed"], "sft", step, p.batch_size), rank, world)
+            rows = data.batch(job["seed"], "sft", step, p.batch_size, job["label_weight"])
+            rows = shard(rows, rank, world)
             out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
             logs.append({**out, "lr": optimizer.param_groups[0]["lr"]})
             scheduler.step()
