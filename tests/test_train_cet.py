@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -87,6 +88,41 @@ def test_stage_writes_every_output_and_every_baseline(world: Path) -> None:
         assert (live / phase).is_dir(), phase
     assert (live / "scst" / "cache_hit_rate.tsv").exists()
     assert not (world / cet.CHECKPOINTS).exists()  # cleaned up after success
+    for key in ("line_accuracy", "requirement_line_accuracy"):
+        assert 0 <= m["test"]["cet"][key] <= 1, key
+
+
+def _train_data(world: Path) -> cet.Data:
+    with contextlib.chdir(world):
+        return cet.Data(contexts.read_features("train"))
+
+
+@pytest.mark.slow
+def test_data_holds_every_line_of_every_program_in_order(world: Path) -> None:
+    data = _train_data(world)
+    raws = list(data.frame["raw"])
+    assert data.programs == len(raws)
+    assert len(data) == sum(len(r.split("\n")) for r in raws)
+    assert data.lines([2, 0]) == [*range(*data.spans[2]), *range(*data.spans[0])]
+    labelled = [len(data.targets[i]) > 1 for i in range(len(data))]
+    for p in (0, data.programs - 1):  # a line carries a label iff its generator label is set
+        labels = json.loads(data.frame["line_labels"][p])
+        assert [labelled[i] for i in range(*data.spans[p])] == [bool(x) for x in labels]
+
+
+@pytest.mark.slow
+def test_label_weight_draws_labelled_lines_more_often(world: Path) -> None:
+    data = _train_data(world)
+    labelled = np.array([len(t) > 1 for t in data.targets])  # more than eos
+
+    def share(weight: float) -> float:
+        rows = [r for k in range(40) for r in data.batch(7, "sft", k, 16, weight)]
+        return float(np.mean(labelled[rows]))
+
+    assert share(1.0) < 0.5 < share(8.0)
+    again = data.batch(7, "sft", 3, 16, 8.0)  # a function of (seed, phase, step) only
+    assert list(again) == list(data.batch(7, "sft", 3, 16, 8.0))
+    assert len(set(again)) == len(again)  # without replacement
 
 
 @pytest.mark.slow
