@@ -430,6 +430,8 @@ class CetTrainParams:
     # A line with a label is drawn into pretrain/SFT batches this many times as often as a
     # line without one (noise, other programs): most lines are easy noise.
     label_weight: float = _bounded(4.0, ge=1.0, le=1000.0)
+    # ... and a line naming another program (the hard negatives) this many times as often.
+    other_program_weight: float = _bounded(1.0, ge=1.0, le=1000.0)
     max_new_tokens: int = _bounded(32, ge=1, le=4096)  # per line label
     eval_batch_size: int = _bounded(64, ge=1, le=65536)  # lines per greedy batch
     checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints

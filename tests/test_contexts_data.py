@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from reprolab.data.contexts import (
     ALL_NAMES,
     ORDINALS,
+    OTHER_PROGRAM_ROLES,
     STEP_SPECS,
     Program,
     Step,
@@ -39,6 +40,7 @@ from reprolab.data.contexts import (
     render_raw_lines,
     requirement_line,
     run_steps,
+    split_off_pool,
     template_hash,
     value_type,
 )
@@ -58,6 +60,7 @@ SAMPLE_KEYS = {
     "gold",
     "tests",
     "line_labels",
+    "line_roles",
     "n_raw_chars",
     "n_gold_chars",
 }
@@ -348,12 +351,16 @@ def test_line_labels_assemble_to_the_gold_context(
     sample = make_sample(program, gen, others, noise=noise, corrections=corrections)
     labels = json.loads(sample["line_labels"])
     lines = sample["raw"].split("\n")
-    assert len(labels) == len(lines)
+    roles = json.loads(sample["line_roles"])
+    assert len(labels) == len(lines) == len(roles)
     assert assemble_context(labels) == sample["gold"]
-    for line, label in zip(lines, labels, strict=True):  # other programs' lines say nothing
+    assert {r for r, x in zip(roles, labels, strict=True) if x} <= {"step", "correction"}
+    for line, label, role in zip(lines, labels, roles, strict=True):
         named = set(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", line))
-        if named - {program.name}:
+        if named - {program.name}:  # other programs' lines say nothing
             assert label == "", line
+        if role in OTHER_PROGRAM_ROLES:
+            assert named - {program.name}, line
 
 
 def test_line_label_roles() -> None:
@@ -391,3 +398,20 @@ def test_assemble_orders_applies_the_last_fix_and_ignores_noise() -> None:
     )
     assert assemble_context(["1: take the first 3 items", '1= "x"']) == "take the first 3 items"
     assert assemble_context([]) == ""
+
+
+def test_the_distractor_pool_is_a_random_subset_not_the_numbered_tail() -> None:
+    gen = rng(SEED, "pool")
+    programs = generate_programs(gen, 2 * len(ALL_NAMES), 2, 2)  # every second name numbered
+    data, pool = split_off_pool(programs, len(ALL_NAMES) // 2, rng(SEED, "split"))
+    assert len(data) + len(pool) == len(programs)
+    assert {p.name for p in data}.isdisjoint(p.name for p in pool)
+    kept = {p.name for p in data}
+    assert [p.name for p in data] == [p.name for p in programs if p.name in kept]  # in order
+
+    def numbered(ps: list[Program]) -> float:
+        return statistics.mean(bool(re.search(r"_\d+$", p.name)) for p in ps)
+
+    assert 0.4 < numbered(pool) < 0.6 and 0.4 < numbered(data) < 0.6
+    with pytest.raises(ValidationError):
+        split_off_pool(programs, len(programs) + 1, gen)

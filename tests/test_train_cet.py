@@ -111,17 +111,20 @@ def test_data_holds_every_line_of_every_program_in_order(world: Path) -> None:
 
 
 @pytest.mark.slow
-def test_label_weight_draws_labelled_lines_more_often(world: Path) -> None:
+def test_line_weights_draw_labelled_lines_and_other_programs_more_often(world: Path) -> None:
     data = _train_data(world)
     labelled = np.array([len(t) > 1 for t in data.targets])  # more than eos
+    assert not (labelled & data.other_program).any()  # another program's line says nothing
 
-    def share(weight: float) -> float:
-        rows = [r for k in range(40) for r in data.batch(7, "sft", k, 16, weight)]
-        return float(np.mean(labelled[rows]))
+    def shares(weights: tuple[float, float]) -> tuple[float, float]:
+        rows = [r for k in range(40) for r in data.batch(7, "sft", k, 16, weights)]
+        return float(np.mean(labelled[rows])), float(np.mean(data.other_program[rows]))
 
-    assert share(1.0) < 0.5 < share(8.0)
-    again = data.batch(7, "sft", 3, 16, 8.0)  # a function of (seed, phase, step) only
-    assert list(again) == list(data.batch(7, "sft", 3, 16, 8.0))
+    (lab, other), (lab8, other1) = shares((1, 1)), shares((8, 1))
+    assert lab < 0.5 < lab8 and other1 < other
+    assert shares((1, 8))[1] > 0.5 > other
+    again = data.batch(7, "sft", 3, 16, (8, 8))  # a function of (seed, phase, step) only
+    assert list(again) == list(data.batch(7, "sft", 3, 16, (8, 8)))
     assert len(set(again)) == len(again)  # without replacement
 
 

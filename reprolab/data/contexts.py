@@ -552,12 +552,36 @@ def generate_programs(
     return [generate_program(rng, nm, min_steps, max_steps, n_tests=n_tests) for nm in names[:n]]
 
 
+def split_off_pool(
+    programs: Sequence[Program], n_pool: int, rng: np.random.Generator
+) -> tuple[list[Program], list[Program]]:
+    """A seeded random ``n_pool`` of ``programs`` as the distractor pool, the rest as the
+    dataset, each in its original order.
+
+    Random, not the tail: names are handed out in rounds (``_2``, ``_3`` ... once the word
+    pairs run out), so a tail pool would give every distractor a numbered name, and "a
+    numbered name is someone else" would be a shortcut that fails on numbered targets.
+    """
+    if not 0 <= n_pool <= len(programs):
+        raise ValidationError(f"n_pool must be in [0, {len(programs)}] (got {n_pool})")
+    in_pool = np.zeros(len(programs), dtype=bool)
+    in_pool[rng.permutation(len(programs))[:n_pool]] = True
+    return (
+        [p for p, pooled in zip(programs, in_pool, strict=True) if not pooled],
+        [p for p, pooled in zip(programs, in_pool, strict=True) if pooled],
+    )
+
+
 # ---------------------------------------------------------------------------- raw contexts
+ROLES = ("header", "step", "correction", "distractor", "near_dup", "chatter", "log", "config")
+OTHER_PROGRAM_ROLES = frozenset({"distractor", "near_dup"})  # lines naming another program
+
+
 @dataclass(frozen=True)
 class RawLine:
     """One line of a raw context and what it is (for tests and analysis)."""
 
-    role: str  # header | step | correction | distractor | near_dup | chatter | log | config
+    role: str  # one of ROLES
     text: str
     step: int = 0  # 1-based step number the line talks about (0: none)
     program: str = ""  # the program the line names ("" when unattributed)
@@ -832,6 +856,7 @@ def make_sample(
         "gold": gold,
         "tests": program.tests_json(),
         "line_labels": json.dumps([line_label(line, program) for line in lines]),
+        "line_roles": json.dumps([line.role for line in lines]),
         "n_raw_chars": len(raw),
         "n_gold_chars": len(gold),
     }

@@ -47,7 +47,7 @@ import pandas as pd
 from reprolab import paths
 from reprolab.config import CetAdapterParams, CetPhaseParams, CetTrainParams, Params
 from reprolab.context_metrics import context_report
-from reprolab.data.contexts import assemble_context
+from reprolab.data.contexts import OTHER_PROGRAM_ROLES, assemble_context
 from reprolab.errors import DependencyError, PipelineError
 from reprolab.io import atomic_dir, write_json
 from reprolab.pipelines.contexts import TOKENIZER, baseline_contexts, read_features
@@ -86,6 +86,10 @@ class Data:
                 )
             ]
             per_program = ((e["prompt_ids"], e["target_ids"]) for e in encoded)
+        # Lines that name another program: they look like requirements and carry no label.
+        self.other_program = np.array(
+            [r in OTHER_PROGRAM_ROLES for x in self.frame["line_roles"] for r in json.loads(x)]
+        )
         self.prompts: list[list[int]] = []
         self.targets: list[list[int]] = []
         self.spans: list[tuple[int, int]] = []  # each program's lines: prompts[start:end]
@@ -111,17 +115,18 @@ class Data:
         return [i for p in programs for i in range(*self.spans[p])]
 
     def batch(
-        self, seed: int, phase: str, step: int, size: int, label_weight: float = 1.0
+        self, seed: int, phase: str, step: int, size: int, weights: tuple[float, float] = (1, 1)
     ) -> np.ndarray:
         """Line indices of ``step``: a function of (seed, phase, step) only, so resumable.
 
-        A line whose target is more than eos (it carries a label) is ``label_weight`` times
-        as likely to be drawn as one without.
+        ``weights = (label, other_program)``: a line that carries a label, and one that names
+        another program, is that many times as likely to be drawn as noise.
         """
-        weights = None
-        if label_weight != 1.0:
-            weights = np.array([label_weight if len(t) > 1 else 1.0 for t in self.targets])
-        return _draw(seed, phase, step, size, len(self), weights)
+        p = None
+        if tuple(weights) != (1, 1):
+            labelled = np.array([len(t) > 1 for t in self.targets])  # more than eos
+            p = np.where(labelled, weights[0], np.where(self.other_program, weights[1], 1.0))
+        return _draw(seed, phase, step, size, len(self), p)
 
     def program_batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
         """Program indices of ``step`` (SCST rewards whole programs)."""
@@ -345,6 +350,7 @@ class CetTrainer:
             {"cet": repr(self.t), "contexts": repr(params.contexts), "seed": self.seed},
             sort_keys=True,
         )
+        self.line_weights = (self.t.label_weight, self.t.other_program_weight)
         self.events: list[str] = []
         self.seconds: dict[str, float] = {}
         self.live_step = 0
@@ -456,7 +462,7 @@ class CetTrainer:
         optimizer = _optimizer(model, p.learning_rate)
 
         def step_fn(step: int, micro: int) -> dict[str, float]:
-            rows = self.train.batch(self.seed, phase, step, p.batch_size, self.t.label_weight)
+            rows = self.train.batch(self.seed, phase, step, p.batch_size, self.line_weights)
             return _supervised_step(model, optimizer, self.train, rows, micro, self.ids["pad"], lm)
 
         self._phase(phase, model, optimizer, p, step_fn)
@@ -499,7 +505,8 @@ class CetTrainer:
                 "seed": self.seed,
                 "threads": t.threads,
                 "pad_id": self.ids["pad"],
-                "label_weight": t.label_weight,
+                "line_weights": self.line_weights,
+                "other_program": self.train.other_program,
                 "prompts": self.train.prompts,
                 "targets": self.train.targets,
                 "result": str(result),
@@ -855,6 +862,7 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     scheduler = _scheduler(optimizer, p)
     data = Data.__new__(Data)
     data.prompts, data.targets = job["prompts"], job["targets"]
+    data.other_program = job["other_program"]
     checkpoint, every = Path(job["checkpoint"]), job["checkpoint_every"]
     logs: list[dict[str, float]] = []
     events: list[str] = []
@@ -885,7 +893,7 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     interrupted = None
     with signals_to_flag(events) as flag:
         for step in range(first, p.steps):
-            rows = data.batch(job["seed"], "sft", step, p.batch_size, job["label_weight"])
+            rows = data.batch(job["seed"], "sft", step, p.batch_size, job["line_weights"])
             rows = shard(rows, rank, world)
             out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
             logs.append({**out, "lr": optimizer.param_groups[0]["lr"]})

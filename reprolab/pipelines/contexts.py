@@ -30,6 +30,7 @@ from reprolab.data.contexts import (
     generate_programs,
     make_sample,
     program_from_sample,
+    split_off_pool,
 )
 from reprolab.errors import DataQualityError
 from reprolab.io import atomic_dir, read_parquet, write_json, write_parquet
@@ -64,7 +65,7 @@ def generate(params: Params, res: StageResources) -> None:
         g.max_steps,
         n_tests=g.n_tests,
     )
-    programs, pool = programs[: g.n_programs], programs[g.n_programs :]
+    programs, pool = split_off_pool(programs, n_pool, rng(params.seed, DATASET, "pool"))
     gen = rng(params.seed, DATASET, "contexts")
     samples = [
         make_sample(p, gen, pool, noise=g.noise, corrections=g.corrections)
