@@ -88,7 +88,7 @@ def test_cross_field_rules(raw: dict) -> None:
     assert "multiple of num_heads" in _error(raw, "train.cet.model.hidden_size", 130)
     assert "divisor of num_heads" in _error(raw, "train.cet.model.num_kv_heads", 3)
     assert "train.cet.adapter.method" in _error(raw, "train.cet.adapter.method", "dora")
-    assert "<= steps = 900" in _error(raw, "train.cet.sft.warmup_steps", 901)
+    assert "<= steps = 400" in _error(raw, "train.cet.sft.warmup_steps", 401)
     assert "train.cet.scst.schedule" in _error(raw, "train.cet.scst.schedule", "linear")
     ddp = copy.deepcopy(raw)
     ddp["train"]["cet"].update(distributed="ddp", nproc=100)
