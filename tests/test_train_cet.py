@@ -104,16 +104,18 @@ def test_data_holds_every_line_of_every_program_in_order(world: Path) -> None:
     assert data.programs == len(raws)
     assert len(data) == sum(len(r.split("\n")) for r in raws)
     assert data.lines([2, 0]) == [*range(*data.spans[2]), *range(*data.spans[0])]
-    labelled = [len(data.targets[i]) > 1 for i in range(len(data))]
     for p in (0, data.programs - 1):  # a line carries a label iff its generator label is set
         labels = json.loads(data.frame["line_labels"][p])
-        assert [labelled[i] for i in range(*data.spans[p])] == [bool(x) for x in labels]
+        assert list(data.labelled[slice(*data.spans[p])]) == [bool(x) for x in labels]
+    again = cet.Data.from_lines(data.prompts, data.targets, data.other_program)
+    assert list(again.labelled) == list(data.labelled)
+    assert list(again.batch(7, "sft", 0, 16, (4, 2))) == list(data.batch(7, "sft", 0, 16, (4, 2)))
 
 
 @pytest.mark.slow
 def test_line_weights_draw_labelled_lines_and_other_programs_more_often(world: Path) -> None:
     data = _train_data(world)
-    labelled = np.array([len(t) > 1 for t in data.targets])  # more than eos
+    labelled = data.labelled
     assert not (labelled & data.other_program).any()  # another program's line says nothing
 
     def shares(weights: tuple[float, float]) -> tuple[float, float]:

@@ -573,7 +573,6 @@ def split_off_pool(
 
 
 # ---------------------------------------------------------------------------- raw contexts
-ROLES = ("header", "step", "correction", "distractor", "near_dup", "chatter", "log", "config")
 OTHER_PROGRAM_ROLES = frozenset({"distractor", "near_dup"})  # lines naming another program
 
 
@@ -581,7 +580,7 @@ OTHER_PROGRAM_ROLES = frozenset({"distractor", "near_dup"})  # lines naming anot
 class RawLine:
     """One line of a raw context and what it is (for tests and analysis)."""
 
-    role: str  # one of ROLES
+    role: str  # header | step | correction | distractor | near_dup | chatter | log | config
     text: str
     step: int = 0  # 1-based step number the line talks about (0: none)
     program: str = ""  # the program the line names ("" when unattributed)

@@ -86,21 +86,37 @@ class Data:
                 )
             ]
             per_program = ((e["prompt_ids"], e["target_ids"]) for e in encoded)
+        prompts: list[list[int]] = []
+        targets: list[list[int]] = []
+        self.spans: list[tuple[int, int]] = []  # each program's lines: prompts[start:end]
+        for program_prompts, program_targets in per_program:
+            start = len(prompts)
+            prompts.extend(list(map(int, p)) for p in program_prompts)
+            targets.extend(list(map(int, t)) for t in program_targets)
+            self.spans.append((start, len(prompts)))
         # Lines that name another program: they look like requirements and carry no label.
-        self.other_program = np.array(
+        other_program = np.array(
             [r in OTHER_PROGRAM_ROLES for x in self.frame["line_roles"] for r in json.loads(x)]
         )
-        self.prompts: list[list[int]] = []
-        self.targets: list[list[int]] = []
-        self.spans: list[tuple[int, int]] = []  # each program's lines: prompts[start:end]
-        for prompts, targets in per_program:
-            start = len(self.prompts)
-            self.prompts.extend(list(map(int, p)) for p in prompts)
-            self.targets.extend(list(map(int, t)) for t in targets)
-            self.spans.append((start, len(self.prompts)))
+        self._set_lines(prompts, targets, other_program)
         self.tests = list(self.frame["tests"])
         self.gold = list(self.frame["gold"])
         self.names = list(self.frame["name"])
+
+    @classmethod
+    def from_lines(
+        cls, prompts: list[list[int]], targets: list[list[int]], other_program: np.ndarray
+    ) -> Data:
+        """Lines only, without programs (a DDP rank needs no more to draw its batches)."""
+        data = cls.__new__(cls)
+        data._set_lines(prompts, targets, other_program)
+        return data
+
+    def _set_lines(
+        self, prompts: list[list[int]], targets: list[list[int]], other_program: np.ndarray
+    ) -> None:
+        self.prompts, self.targets, self.other_program = prompts, targets, other_program
+        self.labelled = np.array([len(t) > 1 for t in targets], dtype=bool)  # more than eos
 
     def __len__(self) -> int:
         """The number of lines (supervised examples)."""
@@ -124,8 +140,7 @@ class Data:
         """
         p = None
         if tuple(weights) != (1, 1):
-            labelled = np.array([len(t) > 1 for t in self.targets])  # more than eos
-            p = np.where(labelled, weights[0], np.where(self.other_program, weights[1], 1.0))
+            p = np.where(self.labelled, weights[0], np.where(self.other_program, weights[1], 1.0))
         return _draw(seed, phase, step, size, len(self), p)
 
     def program_batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
@@ -860,9 +875,7 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     ddp = DistributedDataParallel(model)
     optimizer = _optimizer(model, p.learning_rate)
     scheduler = _scheduler(optimizer, p)
-    data = Data.__new__(Data)
-    data.prompts, data.targets = job["prompts"], job["targets"]
-    data.other_program = job["other_program"]
+    data = Data.from_lines(job["prompts"], job["targets"], job["other_program"])
     checkpoint, every = Path(job["checkpoint"]), job["checkpoint_every"]
     logs: list[dict[str, float]] = []
     events: list[str] = []
