@@ -330,12 +330,14 @@ class PinnTrainParams:
     epochs_physics: int = _bounded(12, ge=0, le=10_000)
     lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
     epochs_rar: int = _bounded(12, ge=0, le=10_000)  # per refinement round
-    lr_rar: list[float] = _list(
-        [1e-4, 5e-5, 2.5e-5, 1.25e-5], min_len=0, gt=0.0, le=1.0
-    )  # a round each
+    lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
     rar_candidates: int = _bounded(20000, ge=1)
     rar_points: int = _bounded(4000, ge=1)
     rar_repeat: int = _bounded(4, ge=1, le=1000)
+    # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
+    # boundary point (0 iterations: none)
+    polish_iterations: int = _bounded(150, ge=0, le=100_000)
+    polish_rows: int = _bounded(131072, ge=1)
     n_val: int = _bounded(16384, ge=1)
     patience: int = _bounded(4, ge=1)
     adam_epsilon: float = _bounded(1e-12, gt=0.0, le=1.0)

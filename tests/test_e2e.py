@@ -45,6 +45,7 @@ TINY = {
             "lr_rar": [0.0001],
             "rar_candidates": 256,
             "rar_points": 32,
+            "polish_iterations": 5,
             "n_val": 256,
         },
         "cet": tiny.CET,

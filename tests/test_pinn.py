@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -239,6 +240,8 @@ TINY = pinn.PinnTrainParams(
     lr_rar=(1e-4,),
     rar_candidates=128,
     rar_points=16,
+    polish_iterations=4,
+    polish_rows=256,
     n_val=128,
     patience=5,
 )
@@ -294,12 +297,17 @@ def test_training_is_deterministic_and_reduces_the_loss(reference, tmp_path: Pat
     assert not any(tuple(p) in pool for p in a.rar_points)
 
     phases = [s[0] for s in seen]
-    assert phases == ["supervised_0"] * 3 + ["physics_0", "rar_0"]
+    assert phases == ["supervised_0"] * 3 + ["physics_0", "rar_0"] + ["polish"] * 4
     sup = [s[2] for s in seen if s[0] == "supervised_0"]
     assert sup[-1]["loss"] < sup[0]["loss"]
     assert sup[-1]["val_loss"] < sup[0]["val_loss"]
     phys = seen[3][2]
     assert {"price", "delta", "pde", "terminal", "boundary", "val_price_rel_l2"} <= phys.keys()
+    # the L-BFGS polish: the training loss never rises, the validation terms come at the end
+    polish = [s[2] for s in seen if s[0] == "polish"]
+    assert all(b["loss"] <= a["loss"] for a, b in itertools.pairwise(polish))
+    assert "val_price_rel_l2" in polish[-1]
+    assert any(e.startswith("polish: L-BFGS, 4 iterations") for e in a.events)
     assert not (tmp_path / "b").exists()  # checkpoints and step records are cleaned up
 
 
@@ -327,6 +335,7 @@ def test_interrupted_training_resumes_to_the_same_weights(reference, tmp_path: P
     assert (tmp_path / "c" / "supervised_0.done.npz").exists()
     seen: list = []
     c = _train(tmp_path, "c", seen)
-    assert [s[0] for s in seen] == ["rar_0"]  # the completed steps are not trained again
+    # the completed steps are not trained again
+    assert [s[0] for s in seen] == ["rar_0"] + ["polish"] * 4
     for x, y in zip(_weights(reference[0]), _weights(c), strict=True):
         np.testing.assert_array_equal(x, y)

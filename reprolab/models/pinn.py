@@ -615,12 +615,13 @@ def _keras_classes() -> dict[str, type]:
         def loss_terms(self, x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tf.Tensor]:
             """The per-term mean squared errors present in the batch (see the class doc)."""
             terms: dict[str, tf.Tensor] = {}
-            data = tf.cast(x["data"], tf.float64)
-            target = tf.cast(y["data"], tf.float64)
-            d = self.derivative_tensors(data, second=False)
-            terms["price"] = tf.reduce_mean(tf.square(d["v"] - target[:, 0]))
-            delta = d["v_x"] * tf.exp(-data[:, 0])
-            terms["delta"] = tf.reduce_mean(tf.square(delta - target[:, 1]))
+            if "data" in x:
+                data = tf.cast(x["data"], tf.float64)
+                target = tf.cast(y["data"], tf.float64)
+                d = self.derivative_tensors(data, second=False)
+                terms["price"] = tf.reduce_mean(tf.square(d["v"] - target[:, 0]))
+                delta = d["v_x"] * tf.exp(-data[:, 0])
+                terms["delta"] = tf.reduce_mean(tf.square(delta - target[:, 1]))
             if "interior" in x:
                 pts = tf.cast(x["interior"], tf.float64)
                 di = self.derivative_tensors(pts, second=True)
@@ -784,6 +785,17 @@ def _tile(gen: np.random.Generator, n_rows: int, n_pool: int) -> np.ndarray:
 
 
 _DONE_SUFFIX = ".done.npz"
+_POLISH_VAL_EVERY = 10  # L-BFGS iterations between validation logs
+
+
+def _val_terms(
+    model: keras.Model, x_val: Mapping[str, np.ndarray], y_val: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """The validation loss and its terms (what early stopping watches in the other steps)."""
+    terms = model.loss_terms(x_val, y_val)
+    out = {k: float(v) for k, v in terms.items()}
+    out["loss"] = float(model._total(terms))
+    return out
 
 
 def _save_step(path: Path, weights: list[np.ndarray], record: dict[str, Any]) -> None:
@@ -851,6 +863,10 @@ def train_pinn(
        (``candidate_sampler(gen, n)`` -> (n, 4) coordinates if given, else a draw from the
        interior pool, which already excludes the held-out band), the ``rar_points`` largest
        join the interior set ``rar_repeat`` times, and training continues.
+    4. ``polish``: ``polish_iterations`` of full-batch L-BFGS (:mod:`reprolab.lbfgs`) on
+       ``polish_rows`` training rows plus every terminal and boundary point, with the same
+       loss weights; kept only if the validation loss falls. It logs the training loss every
+       iteration and the validation terms every 10.
 
     Validation (early stopping, best weights) is the supervised loss on ``n_val`` rows of
     ``val``. ``on_epoch_end(phase, epoch, logs)`` gets the per-term training losses
@@ -860,6 +876,7 @@ def train_pinn(
     Deterministic on CPU: every random choice hangs off ``seed``.
     """
     from reprolab.config import GuardParams
+    from reprolab.lbfgs import lbfgs_full_batch
     from reprolab.training import train_guarded
 
     p = params or PinnTrainParams()
@@ -912,20 +929,35 @@ def train_pinn(
             x["boundary"], y["boundary"] = boundary[b], boundary_y[b]
         return x, y
 
-    def run(phase: str, epochs: int, lr: float, pool: np.ndarray | None) -> keras.Model:
-        nonlocal weights
-        step_fingerprint = f"{fingerprint}|pinn|{phase}|{seed}|{setup}"
-        done = _load_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", step_fingerprint)
-        if done is not None:  # completed by an earlier, interrupted run: not trained again
-            weights, record = done
-            history.extend(record["history"])
-            events.extend(record["events"])
-            events.append(f"{phase}: completed earlier; weights loaded from {checkpoint_dir}")
-            seconds[phase] = record["seconds"]
-            return build()
-        x, y = rows(phase, pool)
-        n_history, n_events = len(history), len(events)
+    def step_fingerprint(phase: str) -> str:
+        return f"{fingerprint}|pinn|{phase}|{seed}|{setup}"
 
+    def completed(phase: str) -> keras.Model | None:
+        """The model after ``phase`` if an earlier, interrupted run completed it."""
+        nonlocal weights
+        done = _load_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", step_fingerprint(phase))
+        if done is None:
+            return None
+        weights, record = done
+        history.extend(record["history"])
+        events.extend(record["events"])
+        events.append(f"{phase}: completed earlier; weights loaded from {checkpoint_dir}")
+        seconds[phase] = record["seconds"]
+        return build()
+
+    def complete(phase: str, model: keras.Model, n_history: int, n_events: int) -> None:
+        """Record ``phase`` as done (weights, its logs and events) so a rerun skips it."""
+        nonlocal weights
+        weights = [np.array(v.numpy(), copy=True) for v in model.trainable_variables]
+        record = {
+            "fingerprint": step_fingerprint(phase),
+            "history": history[n_history:],
+            "events": events[n_events:],
+            "seconds": seconds[phase],
+        }
+        _save_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", weights, record)
+
+    def hook_for(phase: str) -> Callable[[int, dict[str, float]], None]:
         def hook(epoch: int, logs: dict[str, float]) -> None:
             logs = dict(logs)
             if "val_price" in logs:
@@ -936,6 +968,13 @@ def train_pinn(
             if on_epoch_end is not None:
                 on_epoch_end(phase, epoch, logs)
 
+        return hook
+
+    def run(phase: str, epochs: int, lr: float, pool: np.ndarray | None) -> keras.Model:
+        if (done := completed(phase)) is not None:
+            return done
+        x, y = rows(phase, pool)
+        n_history, n_events = len(history), len(events)
         start = time.perf_counter()
         result = train_guarded(
             build,
@@ -950,22 +989,63 @@ def train_pinn(
             seed=int_seed(seed, "pinn", phase),
             checkpoint_dir=checkpoint_dir / phase,
             guard=guard,
-            on_epoch_end=hook,
+            on_epoch_end=hook_for(phase),
             verbose=verbose,
             compile_kwargs=functools.partial(pinn_compile_kwargs, epsilon=p.adam_epsilon),
-            fingerprint=step_fingerprint,
+            fingerprint=step_fingerprint(phase),
         )
         seconds[phase] = time.perf_counter() - start
         events.extend(f"{phase}: {e}" for e in result.events)
-        weights = [np.array(v.numpy(), copy=True) for v in result.model.trainable_variables]
-        record = {
-            "fingerprint": step_fingerprint,
-            "history": history[n_history:],
-            "events": events[n_events:],
-            "seconds": seconds[phase],
-        }
-        _save_step(checkpoint_dir / f"{phase}{_DONE_SUFFIX}", weights, record)
+        complete(phase, result.model, n_history, n_events)
         return result.model
+
+    def polish(model: keras.Model) -> keras.Model:
+        """Full-batch L-BFGS on the supervised, terminal and boundary terms; kept only if the
+        validation loss falls (else the weights before it stay)."""
+        phase = "polish"
+        if (done := completed(phase)) is not None:
+            return done
+        n = min(p.polish_rows, len(x_all))
+        idx = np.sort(rng(seed, "pinn", "rows", phase).permutation(len(x_all))[:n])
+        x = {"data": x_all[idx], "terminal": terminal, "boundary": boundary}
+        y = {"data": y_all[idx], "terminal": terminal_y, "boundary": boundary_y}
+        n_history, n_events = len(history), len(events)
+        hook = hook_for(phase)
+        val_before = _val_terms(model, x_val, y_val)
+
+        def each(k: int, loss: float) -> None:
+            logs = {"loss": loss}
+            if k % _POLISH_VAL_EVERY == 0 or k == p.polish_iterations:
+                logs.update({f"val_{t}": v for t, v in _val_terms(model, x_val, y_val).items()})
+            hook(k - 1, logs)
+
+        start = time.perf_counter()
+        result = lbfgs_full_batch(
+            model,
+            lambda xp, yp: model._total(model.loss_terms(xp, yp)),
+            x,
+            y,
+            iterations=p.polish_iterations,
+            min_chunk_rows=guard.min_batch_size,
+            on_iteration=each,
+        )
+        seconds[phase] = time.perf_counter() - start
+        events.extend(f"{phase}: {e}" for e in result.events)
+        val_after = _val_terms(model, x_val, y_val)
+        summary = (
+            f"{phase}: L-BFGS, {result.iterations} iterations ({result.evaluations} "
+            f"evaluations) on {n} rows + {len(terminal) + len(boundary)} condition points: "
+            f"loss {result.loss_start:.4g} -> {result.loss_end:.4g}, validation loss "
+            f"{val_before['loss']:.4g} -> {val_after['loss']:.4g}"
+        )
+        if val_after["loss"] < val_before["loss"]:
+            events.append(summary)
+        else:
+            for var, w in zip(model.trainable_variables, weights, strict=True):
+                var.assign(w)
+            events.append(f"{summary}; the validation loss did not fall: weights before kept")
+        complete(phase, model, n_history, n_events)
+        return model
 
     added: list[np.ndarray] = []
     with _floatx("float64"):
@@ -990,6 +1070,8 @@ def train_pinn(
             added.append(cand[top])
             pool = np.concatenate([pool, *([cand[top]] * p.rar_repeat)])
             model = run(f"rar_{k}", p.epochs_rar, lr, pool)
+        if p.polish_iterations:
+            model = polish(model)
     rar = np.concatenate(added) if added else np.zeros((0, 4))
     for stale in checkpoint_dir.glob(f"*{_DONE_SUFFIX}"):
         stale.unlink(missing_ok=True)
