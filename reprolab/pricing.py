@@ -124,18 +124,21 @@ class Pricer:
             ok &= (a >= lo) & (a <= hi)
         return ok
 
-    def _scalar_inside(self, x: float, tau: float, sigma: float, r: float) -> bool:
-        return all(lo <= a <= hi for (lo, hi), a in zip(self._box, (x, tau, sigma, r), strict=True))
-
     def _scalar_uncached(
         self, S: float, K: float, tau: float, sigma: float, r: float, kind: str, greeks: bool
-    ) -> tuple[tuple[str, Any], ...]:
-        """One valid, in-domain contract on the single-row path (the LRU cache wraps this)."""
+    ) -> dict[str, Any] | None:
+        """One valid contract on the single-row path (the LRU cache wraps this); None outside
+        the trained domain."""
         x = math.log(S / K)
+        (x0, x1), (t0, t1), (s0, s1), (r0, r1) = self._box
+        if not (x0 <= x <= x1 and t0 <= tau <= t1 and s0 <= sigma <= s1 and r0 <= r <= r1):
+            return None
         d = self.model.scalar_derivatives(x, tau, sigma, r)
         out = greeks_from_derivatives(d, x, tau, r, K, kind, ScalarMath)
-        names = GREEKS if greeks else ("price",)
-        return (*((g, out[g]) for g in names), ("in_domain", True))
+        if not greeks:
+            out = {"price": out["price"]}
+        out["in_domain"] = True
+        return out
 
     def _price_arrays(self, values: dict[str, np.ndarray], kind: str, greeks: bool) -> dict:
         _validate(values, kind)
@@ -183,13 +186,20 @@ class Pricer:
         Raises ValueError naming the rows and fields of bad input; inputs outside the trained
         domain are priced by the closed form with an :class:`OutOfDomainWarning`.
         """
-        if kind in KINDS and all(isinstance(v, _SCALARS) for v in (S, K, tau, sigma, r)):
+        if (
+            isinstance(S, _SCALARS)
+            and isinstance(K, _SCALARS)
+            and isinstance(tau, _SCALARS)
+            and isinstance(sigma, _SCALARS)
+            and isinstance(r, _SCALARS)
+            and kind in KINDS
+        ):
             S, K, tau, sigma, r = float(S), float(K), float(tau), float(sigma), float(r)
-            if _scalar_ok(S, K, tau, sigma, r) and self._scalar_inside(
-                math.log(S / K), tau, sigma, r
-            ):
-                return dict(self._scalar(S, K, tau, sigma, r, kind, greeks))
-            # invalid or outside the domain: the array path raises or warns (never cached)
+            if _scalar_ok(S, K, tau, sigma, r):
+                out = self._scalar(S, K, tau, sigma, r, kind, greeks)
+                if out is not None:
+                    return out.copy()  # the cached dict stays the caller's to keep
+            # invalid or outside the domain: the array path raises or warns
             out = self.price(*(np.array([v]) for v in (S, K, tau, sigma, r)), kind, greeks)
             return {k: v.item() for k, v in out.items()}
         arrays = np.broadcast_arrays(

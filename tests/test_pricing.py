@@ -207,5 +207,6 @@ def test_benchmark_reports_every_goal_and_serves_without_tensorflow(
     for path in ("numpy_float32", "numpy_float64", "closed_form_numpy", "cached"):
         lat = report["single_call"][path]
         assert 0 < lat["p50_us"] <= lat["p95_us"] <= lat["p99_us"], path
+        assert len(lat["p95_us_per_round"]) == report["rounds"] == 5, path
     assert report["goals"]["tf_single_p95_us"]["met"] is False  # not measured, never "met"
     assert report["batch_rates"]["prices_float32_per_s"] > 0

@@ -349,6 +349,9 @@ class NumpyPinn(PricingMethods):
         self.kernels = [np.ascontiguousarray(k, dtype=dtype) for k in kernels]
         self.biases = [np.ascontiguousarray(b, dtype=dtype) for b in biases]
         self._values = _value_layers(kernels, biases, dtype)
+        # the output layer as a vector and a float: the single-row path's last step
+        self._output = np.ascontiguousarray(self.kernels[-1][:, 0])
+        self._output_bias = float(self.biases[-1][0])
         self._norm = _normalisation({k: tuple(v) for k, v in spec["bounds"].items()})
 
     @classmethod
@@ -366,20 +369,18 @@ class NumpyPinn(PricingMethods):
             biases = [z[f"bias_{i}"] for i in range(n)]
         return cls(spec, kernels, biases, precision)
 
-    def _propagate(self, slab: np.ndarray) -> np.ndarray:
-        """Forward mode through the MLP: ``slab`` is (k, ..., width) with k = 1 or 6 rows.
+    def _hidden(self, slab: np.ndarray) -> np.ndarray:
+        """Forward mode through the hidden layers: ``slab`` is (k, ..., width), k = 1 or 6.
 
         Row 0 carries values; with k = 6, rows 1-4 the four first derivatives and row 5 the
         second derivative along x (chain rule through tanh: h'' = -2 h h'). Written with few,
         in-place numpy calls: on one contract the call overhead is the cost.
         """
-        kernels, biases = self.kernels, self.biases
-        last = len(kernels) - 1
-        slab = slab.astype(kernels[0].dtype, copy=False)
-        for i in range(last):
-            z = slab @ kernels[i]
-            z[0] += biases[i]
-            h = np.tanh(z[0])
+        for kernel, bias in zip(self.kernels[:-1], self.biases[:-1], strict=True):
+            z = slab @ kernel
+            z0 = z[0]
+            z0 += bias
+            h = np.tanh(z0)
             if len(z) == 1:
                 slab = h[None]
                 continue
@@ -390,8 +391,12 @@ class NumpyPinn(PricingMethods):
             z *= 1.0 - h * h
             z[0] = h
             slab = z
-        z = slab @ kernels[last]
-        z[0] += biases[last]
+        return slab
+
+    def _propagate(self, slab: np.ndarray) -> np.ndarray:
+        """:meth:`_hidden`, then the linear output layer: (k, ..., 1), float64."""
+        z = self._hidden(slab.astype(self.kernels[0].dtype, copy=False)) @ self.kernels[-1]
+        z[0] += self.biases[-1]
         return z.astype(np.float64, copy=False)
 
     def derivatives(
@@ -420,8 +425,9 @@ class NumpyPinn(PricingMethods):
     def scalar_derivatives(self, x: float, tau: float, sigma: float, r: float) -> dict[str, float]:
         """:meth:`derivatives` for one contract, as floats, without per-row numpy overhead."""
         rows, parts = _input_layer(x, tau, sigma, r, self.spec, self._norm, ScalarMath)
-        out = self._propagate(np.array(rows))[:, 0].tolist()
-        return _head(out[0], out[1:5], out[5], tau, r, parts, ScalarMath, self.spec["base_width"])
+        out = (self._hidden(np.array(rows, dtype=self.kernels[0].dtype)) @ self._output).tolist()
+        n = out[0] + self._output_bias
+        return _head(n, out[1:5], out[5], tau, r, parts, ScalarMath, self.spec["base_width"])
 
     def price_k(self, x: Any, tau: Any, sigma: Any, r: Any, chunk: int = 4096) -> np.ndarray:
         """v = C/K only: values without derivatives (about 6x less work than ``derivatives``)."""
