@@ -17,7 +17,7 @@ from reprolab.features.contexts import (
     SPECIAL_TOKENS,
     encode_lines,
     encode_pair,
-    line_prompt,
+    line_prompt_tokens,
     load_tokenizer,
     save_tokenizer,
     special_ids,
@@ -60,9 +60,9 @@ def test_vocab_size_is_an_upper_bound_and_merges_happen(tokenizer: Any) -> None:
 
 
 def test_special_tokens_have_fixed_ids(tokenizer: Any) -> None:
-    assert special_ids(tokenizer) == {"pad": 0, "bos": 1, "eos": 2, "sep": 3}
+    assert special_ids(tokenizer) == {"pad": 0, "bos": 1, "eos": 2, "sep": 3, "self": 4}
     assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token) == SPECIAL_TOKENS[:3]
-    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == list(SPECIAL_TOKENS)
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == list(SPECIAL_TOKENS)
 
 
 def test_rejects_impossible_vocab_size() -> None:
@@ -134,9 +134,30 @@ def test_encode_lines_gives_one_pair_per_raw_line(tokenizer: Any) -> None:
     labels = ["", "1: sort ascending", ""]
     out = encode_lines(tokenizer, raw, "tidy_rows", labels, 64, 64)
     pairs = zip(out["prompt_ids"], out["target_ids"] or [], strict=True)
+    ids = special_ids(tokenizer)
     for line, label, (p, t) in zip(raw.split("\n"), labels, pairs, strict=True):
-        want = encode_pair(tokenizer, line_prompt("tidy_rows", line), label, 64, 64)
-        assert (p, t) == (want["prompt_ids"], want["target_ids"])
+        assert p == [ids["bos"], *line_prompt_tokens(tokenizer, "tidy_rows", line), ids["sep"]]
+        assert t == encode_pair(tokenizer, "", label, 64, 64)["target_ids"]
     assert encode_lines(tokenizer, raw, "tidy_rows", None, 64, 64)["target_ids"] is None
     with pytest.raises(DataQualityError, match="'tidy_rows' has 3 lines but 2 line labels"):
         encode_lines(tokenizer, raw, "tidy_rows", labels[:2], 64, 64)
+
+
+def test_line_prompts_replace_the_own_name_and_only_it(tokenizer: Any) -> None:
+    own = special_ids(tokenizer)["self"]
+
+    def prompt(line: str) -> list[int]:
+        return line_prompt_tokens(tokenizer, "tidy_rows", line)
+
+    assert prompt("task: tidy_rows") == [*_ids(tokenizer, "task: "), own]
+    assert prompt("(tidy_rows) sort, for tidy_rows") == [
+        *_ids(tokenizer, "("),
+        own,
+        *_ids(tokenizer, ") sort, for "),
+        own,
+    ]
+    # another program's name stays text, even when it contains this one's
+    for other in ("tidy_rows_2: sort", "my_tidy_rows: sort", "tidy_rowsx: sort"):
+        assert prompt(other) == _ids(tokenizer, other)
+    # "<self>" written in a raw line is data, never the control token
+    assert own not in prompt("the <self> token")

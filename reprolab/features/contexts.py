@@ -2,7 +2,8 @@
 
 A CET example is ``<s> prompt <ctx> target </s>``: the model reads the prompt up to the
 separator and learns to write the target. The CET works line by line (``encode_lines``): the
-prompt is the task's name and one raw line, the target that line's label (see
+prompt is one raw line with the task's own name replaced by ``<self>``, the target that line's
+label (see
 :func:`reprolab.data.contexts.line_label`). Training is deterministic (same texts -> the same
 ``tokenizer.json``, byte for byte), and byte-level BPE never meets an unknown character, so
 ``decode(encode(text)) == text`` for any text without special-token strings in it.
@@ -10,6 +11,7 @@ prompt is the task's name and one raw line, the target that line's label (see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +25,9 @@ PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 SEP_TOKEN = "<ctx>"
-# Order fixes the ids: pad=0, bos=1, eos=2, sep=3 in every tokenizer trained here.
-SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, SEP_TOKEN)
+SELF_TOKEN = "<self>"  # stands for the task's own name in a line prompt
+# Order fixes the ids: pad=0, bos=1, eos=2, sep=3, self=4 in every tokenizer trained here.
+SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, SEP_TOKEN, SELF_TOKEN)
 
 _BYTE_ALPHABET = 256
 
@@ -67,7 +70,7 @@ def _wrap(backend: Any) -> PreTrainedTokenizerFast:
         pad_token=PAD_TOKEN,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
-        additional_special_tokens=[SEP_TOKEN],
+        additional_special_tokens=[SEP_TOKEN, SELF_TOKEN],
         clean_up_tokenization_spaces=False,  # " ." -> "." would break the exact round trip
     )
 
@@ -113,12 +116,13 @@ def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerFast:
 
 
 def special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
-    """The ids of pad/bos/eos/sep; raises if the tokenizer lacks one of them."""
+    """The ids of pad/bos/eos/sep/self; raises if the tokenizer lacks one of them."""
     ids = {
         "pad": tokenizer.pad_token_id,
         "bos": tokenizer.bos_token_id,
         "eos": tokenizer.eos_token_id,
         "sep": tokenizer.convert_tokens_to_ids(SEP_TOKEN),
+        "self": tokenizer.convert_tokens_to_ids(SELF_TOKEN),
     }
     if any(v is None or v == tokenizer.unk_token_id for v in ids.values()):
         raise ValidationError(f"tokenizer lacks special tokens {SPECIAL_TOKENS}: got {ids}")
@@ -142,8 +146,19 @@ def encode_pair(
     Limits count the special tokens too. Over-long text raises DataQualityError: silently
     truncating would teach the model to copy requirement lines it never saw in full.
     """
+    prompt_tokens = _tokens(tokenizer, prompt)
+    return _pair(tokenizer, prompt_tokens, target, max_prompt_tokens, max_target_tokens)
+
+
+def _pair(
+    tokenizer: PreTrainedTokenizerFast,
+    prompt_tokens: list[int],
+    target: str | None,
+    max_prompt_tokens: int,
+    max_target_tokens: int,
+) -> dict[str, list[int] | None]:
     ids = special_ids(tokenizer)
-    prompt_ids = [ids["bos"], *_tokens(tokenizer, prompt), ids["sep"]]
+    prompt_ids = [ids["bos"], *prompt_tokens, ids["sep"]]
     if len(prompt_ids) > max_prompt_tokens:
         raise DataQualityError(
             f"prompt has {len(prompt_ids)} tokens, over the limit max_prompt_tokens="
@@ -160,10 +175,27 @@ def encode_pair(
     return {"prompt_ids": prompt_ids, "target_ids": target_ids}
 
 
-def line_prompt(name: str, line: str) -> str:
-    """The text the CET reads for one raw line: the task's name (the raw context's header
-    names it), then the line."""
-    return f"task: {name}\n{line}"
+def own_name(name: str) -> re.Pattern[str]:
+    """The task's name as a whole identifier: ``tidy_rows`` in "(for tidy_rows)", never
+    inside ``tidy_rows_2`` or ``my_tidy_rows``."""
+    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])")
+
+
+def line_prompt_tokens(tokenizer: PreTrainedTokenizerFast, name: str, line: str) -> list[int]:
+    """What the CET reads for one raw line: the line's tokens, the task's own name (the raw
+    context's header names it) replaced by the ``<self>`` token.
+
+    The model then tells this task's lines from other programs' by whether another name
+    appears, instead of comparing two spellings of a name token by token (byte-level BPE
+    spells a name one way after a space and another after a bracket).
+    """
+    own = special_ids(tokenizer)["self"]
+    out: list[int] = []
+    for i, piece in enumerate(own_name(name).split(line)):
+        if i:
+            out.append(own)
+        out.extend(_tokens(tokenizer, piece))
+    return out
 
 
 def encode_lines(
@@ -174,7 +206,8 @@ def encode_lines(
     max_prompt_tokens: int,
     max_target_tokens: int,
 ) -> dict[str, list[list[int]] | None]:
-    """One ``encode_pair`` per line of ``raw`` (prompt :func:`line_prompt`, target its label).
+    """One (prompt, target) pair per line of ``raw``: the prompt :func:`line_prompt_tokens`
+    between bos and sep, the target the line's label (as :func:`encode_pair`).
 
     ``labels`` must hold one label per line (``None``: prompts only).
     """
@@ -184,9 +217,9 @@ def encode_lines(
             f"context of {name!r} has {len(lines)} lines but {len(labels)} line labels"
         )
     pairs = [
-        encode_pair(
+        _pair(
             tokenizer,
-            line_prompt(name, line),
+            line_prompt_tokens(tokenizer, name, line),
             None if labels is None else labels[i],
             max_prompt_tokens,
             max_target_tokens,
