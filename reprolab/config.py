@@ -420,7 +420,7 @@ class CetTrainParams:
     # Warm-up and cosine let a higher peak work (measured: see the README, train@cet).
     pretrain: CetPhaseParams = field(
         default_factory=lambda: CetPhaseParams(
-            steps=900, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
+            steps=1400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
         )
     )
     sft: CetPhaseParams = field(
