@@ -4,8 +4,8 @@ Adam's last epochs leave a small model (thousands of weights) at the noise floor
 mini-batches; a few hundred full-batch quasi-Newton steps then cut the error further (the usual
 "Adam, then L-BFGS" recipe for physics-informed networks). SciPy's L-BFGS-B drives the search
 in float64; the loss and its gradient come from one ``tf.function`` over chunks of the batch,
-summed in numpy in a fixed order, so memory stays bounded and the sums are the same bits in
-every run (see :func:`_value_and_gradient`).
+summed in numpy in a fixed order, so the sums are the same bits in every run (see
+:func:`_value_and_gradient`).
 
 Guard rules: SIGINT/SIGTERM stop the search and raise :class:`TrainingInterrupted` with the
 starting weights restored (a rerun starts the polish again: L-BFGS keeps no state worth
@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprolab.errors import ResourceLimitError
-from reprolab.training import TrainingInterrupted
-from reprolab.training import _signals_to_flag as signals_to_flag
+from reprolab.training import TrainingInterrupted, signals_to_flag
 
 if TYPE_CHECKING:
     import keras
@@ -98,7 +97,7 @@ def _value_and_gradient(model: keras.Model, loss: LossFn, pieces: list) -> Calla
     @tf.function(autograph=False)
     def each() -> tuple[Any, Any]:
         values, grads = [], []
-        for xp, yp, share in consts:  # one tape per piece: memory for one piece at a time
+        for xp, yp, share in consts:  # a tape per piece: no gradient over the whole batch
             with tf.GradientTape() as tape:
                 value = share * tf.cast(loss(xp, yp), tf.float64)
             g = tape.gradient(value, variables, unconnected_gradients="zero")

@@ -130,7 +130,7 @@ class Pricer:
         """One valid contract on the single-row path (the LRU cache wraps this); None outside
         the trained domain."""
         x = math.log(S / K)
-        (x0, x1), (t0, t1), (s0, s1), (r0, r1) = self._box
+        (x0, x1), (t0, t1), (s0, s1), (r0, r1) = self._box  # in_domain, unrolled for floats
         if not (x0 <= x <= x1 and t0 <= tau <= t1 and s0 <= sigma <= s1 and r0 <= r <= r1):
             return None
         d = self.model.scalar_derivatives(x, tau, sigma, r)
@@ -198,7 +198,7 @@ class Pricer:
             if _scalar_ok(S, K, tau, sigma, r):
                 out = self._scalar(S, K, tau, sigma, r, kind, greeks)
                 if out is not None:
-                    return out.copy()  # the cached dict stays the caller's to keep
+                    return out.copy()  # a copy: a caller's edits never reach the cache
             # invalid or outside the domain: the array path raises or warns
             out = self.price(*(np.array([v]) for v in (S, K, tau, sigma, r)), kind, greeks)
             return {k: v.item() for k, v in out.items()}

@@ -64,6 +64,7 @@ __all__ = [
     "TrainingInterrupted",
     "checkpoint_path",
     "default_compile_kwargs",
+    "signals_to_flag",
     "train_guarded",
 ]
 
@@ -190,7 +191,7 @@ def _guard_callback_class() -> type:
 
 
 @contextlib.contextmanager
-def _signals_to_flag(events: list[str]) -> Iterator[_Flag]:
+def signals_to_flag(events: list[str]) -> Iterator[_Flag]:
     """SIGINT/SIGTERM only set a flag (acted on at the next batch end); old handlers return."""
     flag = _Flag()
     if threading.current_thread() is not threading.main_thread():
@@ -490,7 +491,7 @@ def train_guarded(
 
     guard_cb_class = _guard_callback_class()
     val_data = (x_val, y_val) if y_val is not None else (x_val,)
-    with _signals_to_flag(state.events) as flag:
+    with signals_to_flag(state.events) as flag:
         epoch = state.next_epoch
         while epoch < epochs and not state.stopped:
             name = _epoch_name(epoch, epochs)

@@ -30,8 +30,7 @@ from typing import Any
 from reprolab.config import GuardParams
 from reprolab.errors import PipelineError, ResourceLimitError
 from reprolab.io import atomic_path
-from reprolab.training import TrainingInterrupted
-from reprolab.training import _signals_to_flag as signals_to_flag
+from reprolab.training import TrainingInterrupted, signals_to_flag
 
 log = logging.getLogger(__name__)
 
