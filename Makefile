@@ -8,21 +8,28 @@ STAMP := $(VENV)/.requirements.stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv repro test lint format bench hooks clean-venv
+.PHONY: venv repro test test-fast lint format bench hooks clean-venv
 
 venv: $(STAMP)
 
-# (Re)install only when requirements.txt changes.
-$(STAMP): requirements.txt
+# (Re)install only when requirements.txt or pyproject.toml changes. The pins come from
+# requirements.txt; the project itself is installed editable on top, without its deps.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 repro: venv
 	$(BIN)/dvc repro
 
+# The whole suite (what CI runs).
 test: venv
 	$(BIN)/python -m pytest
+
+# Everything not marked slow: the inner loop while editing.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .
@@ -33,7 +40,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 bench: venv
-	$(BIN)/python -m reprolab.bench.features
+	$(BIN)/python -m reprolab.benchmark.features
 
 # Optional: git hooks for pre-commit and DVC (see README).
 hooks: venv

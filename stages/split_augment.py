@@ -1,7 +1,6 @@
 """split_augment@<dataset>: split first, then augment the training part only."""
 
-from reprolab.pipelines import DATASETS, step_main
-from reprolab.stage import entry
+from reprolab.core.stage import entry
 
 if __name__ == "__main__":
-    entry("split_augment", step_main("split_augment"), DATASETS)
+    entry("split_augment")

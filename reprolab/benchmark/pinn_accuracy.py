@@ -1,0 +1,96 @@
+"""Accuracy of the options PINN against the closed form, per maturity bucket and held-out band.
+
+``python -m reprolab.benchmark.pinn_accuracy [--out metrics/bench/pinn_accuracy.json]``: trains
+with the default :class:`reprolab.models.pinn.model.PinnTrainParams` on the train split of
+``data/features/options`` (validation on the val split, collocation points from its
+``collocation`` folder), then scores the test split: all of it, the in-domain part, the
+held-out band (``region == "heldout"``) and each maturity bucket. ``--export`` also writes the
+serving weights (.npz) so the numbers can be reproduced without retraining.
+
+The metrics are those of :mod:`reprolab.models.pinn.evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from reprolab.core import paths
+from reprolab.core.io import write_json
+from reprolab.models.pinn.evaluate import evaluate
+
+DEFAULT_OUT = str(paths.bench("pinn_accuracy"))
+DATA = Path("data/features/options")
+
+
+def _read(split: str) -> pd.DataFrame:
+    parts = sorted((DATA / split).glob("*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"{DATA / split}: no parquet parts (run the options stages)")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reprolab.benchmark.pinn_accuracy")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--export", default=None, help="also write the serving weights here")
+    parser.add_argument("--params", default="{}", help="JSON overrides of PinnTrainParams")
+    parser.add_argument("--checkpoint-dir", default="/tmp/reprolab_pinn_bench")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from reprolab.core.config import load_params
+    from reprolab.models.pinn.model import PinnTrainParams, export_weights, train_pinn
+
+    overrides = json.loads(args.params)
+    for k, v in overrides.items():
+        if isinstance(v, list):
+            overrides[k] = tuple(v)
+    params = PinnTrainParams(**overrides)
+    seed = load_params().seed
+    train, val, test = _read("train"), _read("val"), _read("test")
+    collocation = {
+        k: pd.read_parquet(DATA / "collocation" / f"{k}.parquet")
+        for k in ("interior", "terminal", "boundary")
+    }
+    start = time.perf_counter()
+
+    def progress(phase: str, epoch: int, logs: dict[str, float]) -> None:
+        keys = ("loss", "price", "delta", "pde", "val_price_rel_l2", "val_delta_rmse")
+        shown = " ".join(f"{k}={logs[k]:.3g}" for k in keys if k in logs)
+        print(f"{time.perf_counter() - start:7.1f}s {phase} {epoch}: {shown}", flush=True)
+
+    result = train_pinn(
+        train,
+        val,
+        collocation,
+        seed=seed,
+        checkpoint_dir=Path(args.checkpoint_dir),
+        params=params,
+        on_epoch_end=progress,
+    )
+    train_seconds = time.perf_counter() - start
+    report = {
+        "params": {k: v for k, v in params.__dict__.items()},
+        "seed": seed,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": {k: round(v, 1) for k, v in result.seconds.items()},
+        "epochs": len(result.history),
+        "events": result.events,
+        **evaluate(result.model, test),
+    }
+    if args.export:
+        export_weights(result.model, args.export)
+    write_json(args.out, report)
+    print(json.dumps({k: report[k] for k in ("train_seconds", "test", "heldout")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,606 @@
+"""Typed schema for params.yaml, validated before any work.
+
+Every key has a type and, where it matters, a range. Unknown keys (typos), wrong types and
+out-of-range values raise :class:`ValidationError` with one line naming the key path, the
+value and what was expected, e.g.::
+
+    params.yaml: markets.generate.n_symbols = -3: expected an integer >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reprolab.core.errors import ValidationError
+
+PARAMS_FILE = "params.yaml"
+
+
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A field with a default and numeric bounds (ge, gt, le, lt) checked on load."""
+    return field(default=default, metadata=bounds)
+
+
+def _list(default: list[Any], **bounds: Any) -> Any:
+    return field(default_factory=lambda: list(default), metadata=bounds)
+
+
+# --------------------------------------------------------------------------- resources
+@dataclass(frozen=True)
+class ResourcesParams:
+    memory_budget_mb: int = _bounded(8192, ge=64)
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- markets
+@dataclass(frozen=True)
+class RegimeParams:
+    """Hidden Markov regimes; entry k of every list belongs to regime k."""
+
+    names: list[str] = _list(["trending", "mean_reverting", "calm"], min_len=2)
+    mu: list[float] = _list([0.0004, 0.0, 0.0002], min_len=2, ge=-0.05, le=0.05)
+    phi: list[float] = _list([0.3, -0.3, 0.05], min_len=2, gt=-1.0, lt=1.0)
+    sigma: list[float] = _list([0.012, 0.02, 0.006], min_len=2, gt=0.0, le=0.5)
+    stay: list[float] = _list([0.985, 0.97, 0.99], min_len=2, gt=0.0, lt=1.0)
+
+    def validate(self, path: str) -> None:
+        n = len(self.names)
+        for name in ("mu", "phi", "sigma", "stay"):
+            value = getattr(self, name)
+            if len(value) != n:
+                _fail(f"{path}.{name}", value, f"a list of {n} values, one per regime in names")
+        if len(set(self.names)) != n:
+            _fail(f"{path}.names", self.names, "distinct regime names")
+
+
+@dataclass(frozen=True)
+class MarketsGenerateParams:
+    n_symbols: int = _bounded(8, ge=1, le=100_000)
+    n_days: int = _bounded(2520, ge=100, le=100_000)
+    start_date: str = "2010-01-04"
+    initial_price: float = _bounded(100.0, gt=0.0)
+    symbols_per_part: int = _bounded(64, ge=1, le=100_000)  # symbols per parquet part
+    gap_scale: float = _bounded(0.25, ge=0.0, le=5.0)
+    wick_scale: float = _bounded(0.5, gt=0.0, le=5.0)
+    volume_base: float = _bounded(1.0e6, ge=1.0e3)
+    volume_vol_elasticity: float = _bounded(1.0, ge=0.0, le=5.0)
+    volume_noise: float = _bounded(0.3, gt=0.0, le=5.0)
+    regimes: RegimeParams = field(default_factory=RegimeParams)
+
+    def validate(self, path: str) -> None:
+        try:
+            import pandas as pd
+
+            pd.Timestamp(self.start_date)
+        except (ValueError, TypeError):
+            _fail(f"{path}.start_date", self.start_date, "an ISO date such as 2010-01-04")
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = _bounded(0.70, gt=0.0, lt=1.0)
+    val: float = _bounded(0.15, gt=0.0, lt=1.0)
+    test: float = _bounded(0.15, gt=0.0, lt=1.0)
+
+    def validate(self, path: str) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            _fail(f"{path}.train+val+test", round(total, 12), "fractions that sum to 1")
+
+
+@dataclass(frozen=True)
+class MarketsAugmentParams:
+    copies: int = _bounded(2, ge=0, le=100)  # 0 switches augmentation off
+    jitter: float = _bounded(0.1, ge=0.0, le=2.0)
+    scale_min: float = _bounded(0.8, gt=0.0, le=10.0)
+    scale_max: float = _bounded(1.2, gt=0.0, le=10.0)
+    warp: float = _bounded(0.2, ge=0.0, le=1.0)
+    warp_knots: int = _bounded(4, ge=2, le=1000)
+
+    def validate(self, path: str) -> None:
+        if self.scale_min > self.scale_max:
+            _fail(f"{path}.scale_min", self.scale_min, f"a value <= scale_max ({self.scale_max})")
+
+
+@dataclass(frozen=True)
+class MarketsSplitParams(SplitFractions):
+    embargo: int = _bounded(61, ge=0)
+    augment: MarketsAugmentParams = field(default_factory=MarketsAugmentParams)
+
+
+@dataclass(frozen=True)
+class MarketsFeaturesParams:
+    window: int = _bounded(60, ge=2, le=10_000)
+    warmup: int = _bounded(60, ge=60, le=100_000)
+    max_nan_share: float = _bounded(0.0, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class MarketsParams:
+    generate: MarketsGenerateParams = field(default_factory=MarketsGenerateParams)
+    split: MarketsSplitParams = field(default_factory=MarketsSplitParams)
+    features: MarketsFeaturesParams = field(default_factory=MarketsFeaturesParams)
+
+    def validate(self, path: str) -> None:
+        need = self.features.window + 1  # a window plus the one-step-ahead label
+        if self.split.embargo < need:
+            _fail(
+                f"{path}.split.embargo",
+                self.split.embargo,
+                f"an integer >= markets.features.window + 1 = {need} "
+                "(so no training window overlaps a validation or test label)",
+            )
+        usable = self.generate.n_days - 2 * self.split.embargo
+        smallest = min(self.split.train, self.split.val, self.split.test) * usable
+        if smallest < 2:
+            _fail(
+                f"{path}.generate.n_days",
+                self.generate.n_days,
+                "enough days for every split after two embargo gaps",
+            )
+        if self.split.train * usable < self.features.warmup + self.features.window + 1:
+            _fail(
+                f"{path}.generate.n_days",
+                self.generate.n_days,
+                "a training part longer than features.warmup + features.window + 1 days",
+            )
+
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class OptionsDomain:
+    moneyness_min: float = _bounded(0.5, gt=0.0)
+    moneyness_max: float = _bounded(2.0, gt=0.0)
+    tau_min_days: float = _bounded(1.0, gt=0.0)
+    tau_max_days: float = _bounded(730.0, gt=0.0, le=36500.0)
+    sigma_min: float = _bounded(0.05, gt=0.0, le=5.0)
+    sigma_max: float = _bounded(0.8, gt=0.0, le=5.0)
+    r_min: float = _bounded(0.0, ge=-0.1, le=1.0)
+    r_max: float = _bounded(0.10, ge=-0.1, le=1.0)
+
+    def validate(self, path: str) -> None:
+        for lo, hi in (
+            ("moneyness_min", "moneyness_max"),
+            ("tau_min_days", "tau_max_days"),
+            ("sigma_min", "sigma_max"),
+            ("r_min", "r_max"),
+        ):
+            if getattr(self, lo) >= getattr(self, hi):
+                _fail(f"{path}.{lo}", getattr(self, lo), f"a value < {hi} ({getattr(self, hi)})")
+
+
+@dataclass(frozen=True)
+class OptionsGenerateParams:
+    n_contracts: int = _bounded(600_000, ge=100)
+    sampler: Literal["sobol", "uniform"] = "sobol"
+    strike: float = _bounded(1.0, gt=0.0)
+    chunk_rows: int = _bounded(250_000, ge=1000)
+    domain: OptionsDomain = field(default_factory=OptionsDomain)
+
+
+@dataclass(frozen=True)
+class HeldoutRegion:
+    column: Literal["moneyness", "tau", "sigma", "r"] = "sigma"
+    low: float = 0.7
+    high: float = 0.8
+
+    def validate(self, path: str) -> None:
+        if self.low >= self.high:
+            _fail(f"{path}.low", self.low, f"a value < high ({self.high})")
+
+
+@dataclass(frozen=True)
+class OptionsSplitParams(SplitFractions):
+    train: float = _bounded(0.70, gt=0.0, lt=1.0)
+    val: float = _bounded(0.10, gt=0.0, lt=1.0)
+    test: float = _bounded(0.20, gt=0.0, lt=1.0)
+    heldout: HeldoutRegion = field(default_factory=HeldoutRegion)
+
+
+@dataclass(frozen=True)
+class OptionsFeaturesParams:
+    n_interior: int = _bounded(100_000, ge=1)
+    n_terminal: int = _bounded(10_000, ge=1)
+    n_boundary: int = _bounded(10_000, ge=1)
+
+
+@dataclass(frozen=True)
+class OptionsParams:
+    generate: OptionsGenerateParams = field(default_factory=OptionsGenerateParams)
+    split: OptionsSplitParams = field(default_factory=OptionsSplitParams)
+    features: OptionsFeaturesParams = field(default_factory=OptionsFeaturesParams)
+
+    def validate(self, path: str) -> None:
+        d = self.generate.domain
+        h = self.split.heldout
+        lo, hi = {
+            "moneyness": (d.moneyness_min, d.moneyness_max),
+            "tau": (d.tau_min_days / 365.0, d.tau_max_days / 365.0),
+            "sigma": (d.sigma_min, d.sigma_max),
+            "r": (d.r_min, d.r_max),
+        }[h.column]
+        if not (lo < h.low and h.high <= hi):
+            _fail(
+                f"{path}.split.heldout",
+                {"column": h.column, "low": h.low, "high": h.high},
+                f"a band strictly inside the sampled {h.column} range ({lo:g}, {hi:g}] "
+                "that leaves a training domain below it",
+            )
+
+
+# --------------------------------------------------------------------------- contexts
+@dataclass(frozen=True)
+class ContextsGenerateParams:
+    n_programs: int = _bounded(1500, ge=30)
+    min_steps: int = _bounded(2, ge=1, le=5)
+    max_steps: int = _bounded(4, ge=1, le=5)
+    n_tests: int = _bounded(6, ge=3, le=24)  # hidden unit tests per program
+    distractors: int = _bounded(2, ge=0, le=10)  # other programs mixed into each raw context
+    noise: float = _bounded(0.5, ge=0.0, le=1.0)  # share of chatter, logs and near-duplicates
+    corrections: float = _bounded(0.3, ge=0.0, le=1.0)  # chance a constant is corrected later
+
+    def validate(self, path: str) -> None:
+        if self.min_steps > self.max_steps:
+            _fail(f"{path}.min_steps", self.min_steps, f"a value <= max_steps ({self.max_steps})")
+
+
+@dataclass(frozen=True)
+class ContextsAugmentParams:
+    copies: int = _bounded(1, ge=0, le=100)  # re-rendered raw contexts per training program
+    noise: float = _bounded(0.8, ge=0.0, le=1.0)
+    corrections: float = _bounded(0.5, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class ContextsSplitParams(SplitFractions):
+    augment: ContextsAugmentParams = field(default_factory=ContextsAugmentParams)
+
+
+@dataclass(frozen=True)
+class ContextsFeaturesParams:
+    vocab_size: int = _bounded(1024, ge=300, le=1_000_000)  # byte-level BPE: 256 bytes + merges
+    min_frequency: int = _bounded(2, ge=1)
+    max_prompt_tokens: int = _bounded(1024, ge=8)  # longer contexts fail loudly, never truncated
+    max_target_tokens: int = _bounded(128, ge=4)
+
+
+@dataclass(frozen=True)
+class ContextsParams:
+    generate: ContextsGenerateParams = field(default_factory=ContextsGenerateParams)
+    split: ContextsSplitParams = field(default_factory=ContextsSplitParams)
+    features: ContextsFeaturesParams = field(default_factory=ContextsFeaturesParams)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class GuardParams:
+    """The training guard (reprolab/guard/keras.py): what to do on OOM, NaN/Inf and signals."""
+
+    min_batch_size: int = _bounded(8, ge=1)  # OOM: halve the batch down to this, then fail
+    max_nan_retries: int = _bounded(3, ge=0)  # NaN/Inf: halve the learning rate at most k times
+
+
+@dataclass(frozen=True)
+class MambaTrainParams:
+    d_model: int = _bounded(16, ge=2, le=4096)
+    d_state: int = _bounded(8, ge=1, le=1024)
+    d_conv: int = _bounded(4, ge=1, le=64)
+    expand: int = _bounded(2, ge=1, le=8)
+    n_layers: int = _bounded(1, ge=1, le=64)
+    scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
+    chunk_size: int = _bounded(16, ge=1, le=4096)
+    epochs: int = _bounded(6, ge=1, le=10_000)
+    patience: int = _bounded(2, ge=1, le=10_000)  # early stopping on validation loss
+    batch_size: int = _bounded(128, ge=1, le=1_000_000)
+    learning_rate: float = _bounded(2e-3, gt=0.0, le=1.0)
+    comparator: Literal["gru", "lstm"] = "gru"
+    bootstrap: int = _bounded(1000, ge=10, le=1_000_000)  # resamples for accuracy intervals
+    per_symbol: bool = False  # one model per symbol, trained in a process pool
+    jobs: int = _bounded(2, ge=1, le=1024)
+    guard: GuardParams = field(default_factory=GuardParams)
+
+
+@dataclass(frozen=True)
+class PinnLossWeights:
+    price: float = _bounded(1.0, ge=0.0)
+    delta: float = _bounded(0.1, ge=0.0)
+    pde: float = _bounded(0.01, ge=0.0)
+    terminal: float = _bounded(1.0, ge=0.0)
+    boundary: float = _bounded(1.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class PinnTrainParams:
+    """Each phase runs one guarded call per learning rate in its list (a step decay)."""
+
+    hidden: int = _bounded(64, ge=1, le=4096)
+    depth: int = _bounded(3, ge=1, le=64)
+    batch_size: int = _bounded(256, ge=1, le=1_000_000)
+    rows_per_epoch: int = _bounded(65536, ge=1)
+    epochs_supervised: int = _bounded(15, ge=0, le=10_000)
+    lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
+    epochs_physics: int = _bounded(12, ge=0, le=10_000)
+    lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
+    epochs_rar: int = _bounded(12, ge=0, le=10_000)  # per refinement round
+    lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
+    rar_candidates: int = _bounded(20000, ge=1)
+    rar_points: int = _bounded(4000, ge=1)
+    rar_repeat: int = _bounded(4, ge=1, le=1000)
+    # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
+    # boundary point (0 iterations: none)
+    polish_iterations: int = _bounded(150, ge=0, le=100_000)
+    polish_rows: int = _bounded(131072, ge=1)
+    n_val: int = _bounded(16384, ge=1)
+    patience: int = _bounded(4, ge=1)
+    adam_epsilon: float = _bounded(1e-12, gt=0.0, le=1.0)
+    loss_weights: PinnLossWeights = field(default_factory=PinnLossWeights)
+    guard: GuardParams = field(default_factory=GuardParams)
+
+    def validate(self, path: str) -> None:
+        if self.rar_points > self.rar_candidates:
+            _fail(f"{path}.rar_points", self.rar_points, "a value <= rar_candidates")
+
+
+@dataclass(frozen=True)
+class CetModelParams:
+    """The base causal LM built locally from a config (when ``base_model`` is empty)."""
+
+    arch: Literal["qwen2", "llama"] = "qwen2"
+    hidden_size: int = _bounded(128, ge=8, le=16384)
+    num_layers: int = _bounded(4, ge=1, le=256)
+    num_heads: int = _bounded(4, ge=1, le=256)
+    num_kv_heads: int = _bounded(2, ge=1, le=256)
+    intermediate_size: int = _bounded(384, ge=8, le=65536)
+    max_positions: int = _bounded(1024, ge=64, le=131072)
+
+    def validate(self, path: str) -> None:
+        if self.hidden_size % self.num_heads:
+            _fail(f"{path}.hidden_size", self.hidden_size, "a multiple of num_heads")
+        if self.num_heads % self.num_kv_heads:
+            _fail(f"{path}.num_kv_heads", self.num_kv_heads, "a divisor of num_heads")
+
+
+@dataclass(frozen=True)
+class CetAdapterParams:
+    method: Literal["lora", "qlora"] = "lora"  # qlora: 4-bit NF4 base (bitsandbytes)
+    r: int = _bounded(16, ge=1, le=1024)
+    alpha: float = _bounded(32.0, gt=0.0)
+    dropout: float = _bounded(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = _list(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_len=1
+    )
+
+
+@dataclass(frozen=True)
+class CetPhaseParams:
+    steps: int = _bounded(100, ge=0, le=10_000_000)
+    batch_size: int = _bounded(8, ge=1, le=65536)
+    learning_rate: float = _bounded(1e-3, gt=0.0, le=1.0)  # the peak, under a schedule
+    schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
+    warmup_steps: int = _bounded(0, ge=0, le=10_000_000)  # linear warm-up from lr/warmup
+    min_lr_ratio: float = _bounded(0.1, ge=0.0, le=1.0)  # where the cosine ends
+
+    def validate(self, path: str) -> None:
+        if self.warmup_steps > self.steps:
+            _fail(f"{path}.warmup_steps", self.warmup_steps, f"<= steps = {self.steps}")
+
+
+@dataclass(frozen=True)
+class CetScstParams(CetPhaseParams):
+    steps: int = _bounded(24, ge=0, le=10_000_000)
+    batch_size: int = _bounded(8, ge=1, le=65536)
+    learning_rate: float = _bounded(2e-4, gt=0.0, le=1.0)
+    temperature: float = _bounded(0.7, gt=0.0, le=10.0)
+    top_p: float = _bounded(0.9, gt=0.0, le=1.0)
+    kl_coef: float = _bounded(0.02, ge=0.0)  # penalty towards the base (adapters disabled)
+    grad_clip: float = _bounded(1.0, gt=0.0)
+    val_every: int = _bounded(8, ge=1)  # steps between validation pass-rate checks
+    val_programs: int = _bounded(64, ge=1)  # validation programs per check (fixed subset)
+    rollback_floor: float = _bounded(0.7, ge=0.0, le=1.0)  # roll back below this pass rate
+    rollback_margin: float = _bounded(0.05, ge=0.0, le=1.0)  # ... or this far below the best
+    rollback_lr_factor: float = _bounded(0.5, gt=0.0, lt=1.0)
+    max_rollbacks: int = _bounded(3, ge=0)  # then SCST stops at the last good checkpoint
+
+
+@dataclass(frozen=True)
+class CetTrainParams:
+    """Phase 1 pre-trains the base (full parameters), 2 fine-tunes adapters, 3 runs SCST."""
+
+    base_model: str = ""  # empty: build from ``model``; else a hub id or a local directory
+    model: CetModelParams = field(default_factory=CetModelParams)
+    adapter: CetAdapterParams = field(default_factory=CetAdapterParams)
+    # Warm-up and cosine let a higher peak work (measured: see the README, train@cet).
+    pretrain: CetPhaseParams = field(
+        default_factory=lambda: CetPhaseParams(
+            steps=1400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
+        )
+    )
+    sft: CetPhaseParams = field(
+        default_factory=lambda: CetPhaseParams(
+            steps=400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
+        )
+    )
+    scst: CetScstParams = field(default_factory=CetScstParams)
+    # A line with a label is drawn into pretrain/SFT batches this many times as often as a
+    # line without one (noise, other programs): most lines are easy noise.
+    label_weight: float = _bounded(4.0, ge=1.0, le=1000.0)
+    # ... and a line naming another program (the hard negatives) this many times as often.
+    other_program_weight: float = _bounded(1.0, ge=1.0, le=1000.0)
+    max_new_tokens: int = _bounded(32, ge=1, le=4096)  # per line label
+    eval_batch_size: int = _bounded(64, ge=1, le=65536)  # lines per greedy batch
+    checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints
+    threads: int = _bounded(2, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
+    reconstruct_workers: int = _bounded(1, ge=1, le=64)
+    qlora_probe_steps: int = _bounded(4, ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
+    distributed: Literal["none", "ddp"] = "none"  # ddp: SFT over nproc gloo/nccl processes
+    nproc: int = _bounded(2, ge=1, le=1024)
+    guard: GuardParams = field(default_factory=lambda: GuardParams(min_batch_size=1))
+
+    def validate(self, path: str) -> None:
+        if self.distributed == "ddp" and self.sft.batch_size < self.nproc:
+            _fail(
+                f"{path}.sft.batch_size",
+                self.sft.batch_size,
+                f"at least one row per ddp process (>= nproc = {self.nproc})",
+            )
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    mamba: MambaTrainParams = field(default_factory=MambaTrainParams)
+    pinn: PinnTrainParams = field(default_factory=PinnTrainParams)
+    cet: CetTrainParams = field(default_factory=CetTrainParams)
+
+
+# --------------------------------------------------------------------------- top level
+@dataclass(frozen=True)
+class Params:
+    seed: int = _bounded(20261121, ge=0, le=2**63 - 1)
+    resources: ResourcesParams = field(default_factory=ResourcesParams)
+    markets: MarketsParams = field(default_factory=MarketsParams)
+    options: OptionsParams = field(default_factory=OptionsParams)
+    contexts: ContextsParams = field(default_factory=ContextsParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+# --------------------------------------------------------------------------- validation
+def _fail(path: str, value: Any, expected: str) -> typing.NoReturn:
+    raise ValidationError(f"{PARAMS_FILE}: {path} = {value!r}: expected {expected}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{ops[k]} {meta[k]}" for k in ("ge", "gt", "le", "lt") if k in meta)
+
+
+def _check_bounds(path: str, value: float, tp: Any, meta: typing.Mapping[str, Any]) -> None:
+    ok = (
+        ("ge" not in meta or value >= meta["ge"])
+        and ("gt" not in meta or value > meta["gt"])
+        and ("le" not in meta or value <= meta["le"])
+        and ("lt" not in meta or value < meta["lt"])
+    )
+    if not ok:
+        _fail(path, value, f"{_describe(tp)} {_bounds_text(meta)}")
+
+
+def _coerce(path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            _fail(path, value, _describe(tp))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(path, value, args[0], meta)
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(path, value, _describe(tp))
+        if len(value) < meta.get("min_len", 0):
+            _fail(path, value, f"{_describe(tp)} with at least {meta['min_len']} entries")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{path}[{i}]", v, inner, meta) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(path, value, f"an integer {_bounds_text(meta)}".strip())
+        _check_bounds(path, value, tp, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(path, value, f"a number {_bounds_text(meta)}".strip())
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            _fail(path, value, "a finite number")
+        _check_bounds(path, value, tp, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(path, value, "a string")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a schema bug, not user input
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(path or "<top level>", data, "a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = f"{path}.{key}" if path else str(key)
+            raise ValidationError(
+                f"{PARAMS_FILE}: {where}: unknown key; expected one of "
+                f"{', '.join(sorted(fields))}{hint}"
+            )
+    kwargs = {
+        name: _coerce(f"{path}.{name}" if path else name, data[name], hints[name], f.metadata)
+        for name, f in fields.items()
+        if name in data
+    }
+    obj = cls(**kwargs)
+    if not kwargs.keys() >= {n for n, f in fields.items() if _required(f)}:
+        missing = sorted(n for n, f in fields.items() if _required(f) and n not in kwargs)
+        _fail(f"{path}.{missing[0]}" if path else missing[0], None, "a value (key is required)")
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def parse_params(data: Any) -> Params:
+    """Validate a parsed params mapping against the schema."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Load and validate params.yaml; any problem is one ValidationError line."""
+    p = Path(path)
+    if not p.exists():
+        raise ValidationError(f"{p}: file not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValidationError(f"{p}: not valid YAML{where}") from None
+    return parse_params(data)
+
+
+def to_dict(params: Any) -> dict[str, Any]:
+    """The params as plain data (for params.yaml and for writing next to outputs)."""
+    return dataclasses.asdict(params)

@@ -1,0 +1,375 @@
+"""train@mamba: one pooled Mamba across all symbols (or one per symbol), its comparators,
+and their metrics, all on exactly the same windows. Never reads data/truth."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprolab.core import paths
+from reprolab.core.config import MambaTrainParams, Params
+from reprolab.datasets.markets.windows import materialize
+from reprolab.core.io import locked_update, read_json, read_parquet, write_json
+from reprolab.core.report import classification_report, rounded
+from reprolab.core.keras_io import save_keras_model
+from reprolab.core.resources import MemoryBudget, StageResources
+from reprolab.core.seeding import int_seed, rng
+from reprolab.guard.checkpoint import train_fingerprint
+
+MODEL = "mamba"
+DATASET = "markets"
+SPLITS = ("train", "val", "test")
+MODEL_DIR = paths.model_dir(MODEL)
+METRICS_DIR = paths.train_metrics(MODEL)
+# Outside every DVC output: DVC deletes outputs before a stage runs, checkpoints must survive.
+CHECKPOINTS = paths.checkpoints(MODEL)
+
+
+def configure_tensorflow(threads: int | None = None) -> None:
+    """Quiet TensorFlow's C++ logs; optionally pin thread pools (one per pool worker)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if threads is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # (n, window, n_features) float32, scaled with the train-only scaler
+    y: np.ndarray  # (n,) int8: 1 if the next close is higher
+    windows: pd.DataFrame  # symbol, copy, date, ... of each window
+    last_up: np.ndarray  # (n,) bool: was the window's last return positive (persistence)
+
+    def select(self, mask: np.ndarray) -> Split:
+        return Split(self.x[mask], self.y[mask], self.windows[mask], self.last_up[mask])
+
+
+def load_splits(budget: MemoryBudget) -> tuple[dict[str, Split], list[str], int]:
+    """Materialise the windows of every split from data/features/markets."""
+    feats = paths.features(DATASET)
+    registry = read_json(feats / "registry.json")
+    scaler = read_json(feats / "scaler.json")
+    names = [f["name"] for f in registry["features"]]
+    window = int(registry["window"])
+    out = {}
+    for name in SPLITS:
+        rows = read_parquet(feats / "rows" / name)
+        windows = read_parquet(feats / "windows" / f"{name}.parquet")
+        budget.check(
+            len(windows) * window * len(names) * 4 * 2,
+            f"materialising {len(windows):,} {name} windows of {window} x {len(names)}",
+        )
+        x, y = materialize(rows, windows, names, window, scaler)
+        close = rows["close"].to_numpy()
+        end = windows["row"].to_numpy()
+        out[name] = Split(x, y, windows, close[end] > close[end - 1])
+    return out, names, window
+
+
+def _live_logger(directory: Path) -> tuple[Any, Callable[[int, dict[str, float]], None]]:
+    from dvclive import Live
+
+    live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
+
+    def log(epoch: int, logs: dict[str, float]) -> None:
+        for key, value in sorted(logs.items()):
+            split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
+            live.log_metric(f"{split}/{metric}", float(value))
+        live.next_step()
+
+    return live, log
+
+
+def _build_mamba(t: MambaTrainParams, n_features: int, window: int, seed: int) -> Callable:
+    from reprolab.models.mamba.model import build_mamba_classifier
+
+    return lambda: build_mamba_classifier(
+        n_features,
+        window,
+        d_model=t.d_model,
+        d_state=t.d_state,
+        d_conv=t.d_conv,
+        expand=t.expand,
+        n_layers=t.n_layers,
+        scan=t.scan,
+        chunk_size=t.chunk_size,
+        seed=seed,
+    )
+
+
+def _fit(
+    build: Callable,
+    data: dict[str, Split],
+    t: MambaTrainParams,
+    seed: int,
+    name: str,
+    live_dir: Path | None,
+    fingerprint: str,
+    verbose: int | None = None,
+) -> tuple[Any, dict[str, Any], float]:
+    """Train under the guard; returns (model, training summary, seconds per step)."""
+    from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
+    from reprolab.guard.keras import train_guarded
+
+    live, log = _live_logger(live_dir) if live_dir is not None else (None, None)
+    if verbose is None:  # a bar per batch on a terminal, a line per epoch in logs and CI
+        verbose = 1 if sys.stderr.isatty() else 2
+    start = time.perf_counter()
+    result = train_guarded(
+        build,
+        data["train"].x,
+        data["train"].y,
+        data["val"].x,
+        data["val"].y,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        patience=t.patience,
+        seed=seed,
+        checkpoint_dir=CHECKPOINTS / name,
+        guard=t.guard,
+        compile_kwargs=direction_compile_kwargs,
+        on_epoch_end=log,
+        fingerprint=fingerprint,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    if live is not None:
+        live.end()
+    epochs_run = len(result.history)
+    steps = epochs_run * -(-len(data["train"].y) // result.batch_size)
+    summary = {
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": epochs_run,
+        "batch_size": int(result.batch_size),
+        "learning_rate": float(result.learning_rate),
+        "events": list(result.events),
+    }
+    return result.model, summary, seconds / max(steps, 1)
+
+
+def _predict(model: Any, x: np.ndarray) -> np.ndarray:
+    return model.predict(x, batch_size=1024, verbose=0).reshape(-1).astype(np.float64)
+
+
+def _save_predictions(path: Path, split: Split, p_up: np.ndarray) -> None:
+    from reprolab.core.io import write_parquet
+
+    frame = split.windows[["symbol", "date"]].reset_index(drop=True).copy()
+    frame["probability"] = p_up
+    write_parquet(path, frame)
+
+
+def _reports(
+    seed: int, name: str, data: dict[str, Split], probs: dict[str, np.ndarray], n: int
+) -> dict[str, Any]:
+    return {
+        split: rounded(
+            classification_report(data[split].y, probs[split], n, rng(seed, MODEL, name, split))
+        )
+        for split in ("val", "test")
+    }
+
+
+def comparators(
+    data: dict[str, Split],
+    t: MambaTrainParams,
+    seed: int,
+    mamba_params: int,
+    window: int,
+    fingerprint: str,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any], float]:
+    """Majority, persistence, logistic and a GRU/LSTM of the Mamba's size, same windows."""
+    from reprolab.models.mamba.baselines import (
+        build_recurrent_classifier,
+        logistic_last_step,
+        majority_probability,
+        persistence_probability,
+        units_matching,
+    )
+
+    tr = data["train"]
+    probs: dict[str, dict[str, np.ndarray]] = {"majority": {}, "persistence": {}, "logistic": {}}
+    for split in ("val", "test"):
+        ev = data[split]
+        probs["majority"][split] = majority_probability(tr.y, len(ev.y))
+        probs["persistence"][split] = persistence_probability(tr.last_up, tr.y, ev.last_up)
+        probs["logistic"][split] = logistic_last_step(tr.x, tr.y, ev.x, seed)
+    kind = t.comparator
+    units = units_matching(kind, tr.x.shape[2], mamba_params)
+    build = lambda: build_recurrent_classifier(kind, tr.x.shape[2], window, units, seed)  # noqa: E731
+    model, summary, step_s = _fit(
+        build, data, t, seed, kind, METRICS_DIR / "live" / "comparator", f"{fingerprint}|{kind}"
+    )
+    save_keras_model(model, MODEL_DIR / "comparators" / f"{kind}.keras")
+    probs[kind] = {split: _predict(model, data[split].x) for split in ("val", "test")}
+    info = {kind: {"params": int(model.count_params()), "units": units, "training": summary}}
+    return probs, info, step_s
+
+
+def train(params: Params, res: StageResources) -> None:
+    configure_tensorflow()
+    t = params.train.mamba
+    seed = int_seed(params.seed, "train", MODEL)
+    budget = MemoryBudget(params.resources.memory_budget_mb)
+    data, names, window = load_splits(budget)
+    res.add_rows(sum(len(s.y) for s in data.values()))
+    fingerprint = train_fingerprint(params, MODEL)
+    if t.per_symbol:
+        train_per_symbol(data, t, seed, window, len(names), fingerprint)
+        return
+
+    build = _build_mamba(t, len(names), window, seed)
+    start = time.perf_counter()
+    model, summary, mamba_step_s = _fit(
+        build, data, t, seed, MODEL, METRICS_DIR / "live" / MODEL, fingerprint
+    )
+    train_seconds = time.perf_counter() - start
+    save_keras_model(model, MODEL_DIR / "model.keras")
+    mamba_probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
+    _save_predictions(MODEL_DIR / "predictions.parquet", data["test"], mamba_probs["test"])
+
+    comp_probs, comp_info, comp_step_s = comparators(
+        data, t, seed, model.count_params(), window, fingerprint
+    )
+    for name, probs in comp_probs.items():
+        path = MODEL_DIR / "comparators" / f"{name}_predictions.parquet"
+        _save_predictions(path, data["test"], probs["test"])
+
+    report: dict[str, Any] = {
+        "model": {
+            "params": int(model.count_params()),
+            "training": summary,
+            **_reports(seed, MODEL, data, mamba_probs, t.bootstrap),
+        },
+        "comparators": {
+            name: {**comp_info.get(name, {}), **_reports(seed, name, data, probs, t.bootstrap)}
+            for name, probs in comp_probs.items()
+        },
+        "windows": {split: len(data[split].y) for split in SPLITS},
+    }
+    write_json(METRICS_DIR / "metrics.json", report)
+    n_windows = len(data["train"].y) * summary["epochs_run"]
+    write_json(
+        METRICS_DIR / "speed.json",
+        {
+            "train_seconds": round(train_seconds, 3),
+            "train_windows_per_s": round(n_windows / train_seconds, 1),
+            "mamba_step_ms": round(1000 * mamba_step_s, 3),
+            f"{t.comparator}_step_ms": round(1000 * comp_step_s, 3),
+            f"mamba_over_{t.comparator}_step_ratio": round(mamba_step_s / comp_step_s, 3),
+            "batch_size": t.batch_size,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- per symbol
+def _symbol_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one symbol's model in a pool process; write it atomically, register it locked."""
+    configure_tensorflow(threads=1)
+    t: MambaTrainParams = job["params"]
+    symbol = job["symbol"]
+    data: dict[str, Split] = job["data"]
+    build = _build_mamba(t, data["train"].x.shape[2], job["window"], job["seed"])
+    model, summary, _ = _fit(
+        build,
+        data,
+        t,
+        job["seed"],
+        f"per_symbol/{symbol}",
+        None,
+        f"{job['fingerprint']}|{symbol}",
+        verbose=0,
+    )
+    path = Path(job["out_dir"]) / f"{symbol}.keras"
+    save_keras_model(model, path)
+    probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
+    entry = {
+        "path": str(path),
+        "params": int(model.count_params()),
+        "best_epoch": summary["best_epoch"],
+        "val_accuracy": float(np.mean((probs["val"] > 0.5) == data["val"].y)),
+        "test_accuracy": float(np.mean((probs["test"] > 0.5) == data["test"].y)),
+    }
+
+    def add(registry: dict | None) -> dict:
+        registry = dict(registry or {})
+        registry[symbol] = entry
+        return registry
+
+    locked_update(Path(job["out_dir"]) / "registry.json", add, default={})
+    return {"symbol": symbol, "test_probability": probs["test"], **entry}
+
+
+def train_per_symbol(
+    data: dict[str, Split],
+    t: MambaTrainParams,
+    seed: int,
+    window: int,
+    n_features: int,
+    fingerprint: str,
+    out_dir: Path = MODEL_DIR / "per_symbol",
+) -> list[dict[str, Any]]:
+    """One model per symbol in a process pool of ``t.jobs`` workers (spawned, one thread each)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    symbols = sorted(data["test"].windows["symbol"].unique())
+    jobs = [
+        {
+            "symbol": s,
+            "params": t,
+            "window": window,
+            "seed": int_seed(seed, "symbol", s),
+            "fingerprint": fingerprint,
+            "out_dir": str(out_dir),
+            "data": {k: v.select((v.windows["symbol"] == s).to_numpy()) for k, v in data.items()},
+        }
+        for s in symbols
+    ]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=t.jobs, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_symbol_worker, jobs))
+    seconds = time.perf_counter() - start
+    test = data["test"]
+    order = {r["symbol"]: r for r in results}
+    p_test = np.empty(len(test.y))
+    for s in symbols:
+        mask = (test.windows["symbol"] == s).to_numpy()
+        p_test[mask] = order[s]["test_probability"]
+    _save_predictions(MODEL_DIR / "predictions.parquet", test, p_test)
+    report = {
+        "mode": "per_symbol",
+        "symbols": {
+            r["symbol"]: {
+                k: r[k] for k in ("params", "best_epoch", "val_accuracy", "test_accuracy")
+            }
+            for r in results
+        },
+        "test": rounded(
+            classification_report(test.y, p_test, t.bootstrap, rng(seed, MODEL, "per_symbol"))
+        ),
+    }
+    write_json(METRICS_DIR / "metrics.json", report)
+    live, _ = _live_logger(METRICS_DIR / "live" / "per_symbol")
+    for r in sorted(results, key=lambda r: r["symbol"]):
+        live.log_metric("val/accuracy", r["val_accuracy"])
+        live.log_metric("test/accuracy", r["test_accuracy"])
+        live.next_step()
+    live.end()
+    write_json(
+        METRICS_DIR / "speed.json",
+        {"train_seconds": round(seconds, 3), "symbols": len(symbols), "jobs": t.jobs},
+    )
+    return results

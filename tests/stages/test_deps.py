@@ -1,0 +1,135 @@
+"""dvc.yaml declares exactly the code each stage runs: deps cannot drift from imports.
+
+Each stage's static import closure (its ``stages/<step>.py`` plus the library module that
+holds its step, ``reprolab.core.stage.stage_module``) must be covered by the code deps that
+DVC resolves for it, so editing any imported file reruns the stage; and every code dep must
+cover at least one imported file, so nothing reruns for code it never runs. The data deps
+of the training stages never include ground truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reprolab.core.deps import PACKAGES, import_closure
+from reprolab.core.stage import stage_module
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _resolved_stages(dvc_yaml: Path) -> dict[str, tuple[str, list[str]]]:
+    """``{"step@item": (cmd, deps)}`` as DVC itself resolves ``foreach`` and ``${...}``."""
+    from dvc.parsing import DataResolver
+    from dvc.repo import Repo
+
+    with Repo(str(dvc_yaml.parent)) as repo:
+        data = yaml.safe_load(dvc_yaml.read_text())
+        resolved = DataResolver(repo, str(dvc_yaml.parent), data).resolve()
+    return {name: (st["cmd"], list(st.get("deps", []))) for name, st in resolved["stages"].items()}
+
+
+def _entry_modules(cmd: str) -> tuple[str, list[str]]:
+    """``python -m stages.<step> <item>`` -> (step, the modules the stage imports first)."""
+    words = cmd.split()
+    assert words[:2] == ["python", "-m"] and words[2].startswith("stages."), cmd
+    step, item = words[2].removeprefix("stages."), words[3]
+    return step, [words[2], stage_module(step, item)]
+
+
+def _covers(dep: str, path: Path) -> bool:
+    dep_path = Path(dep)
+    return path == dep_path or dep_path in path.parents
+
+
+def _code_deps(deps: list[str]) -> list[str]:
+    return [d for d in deps if Path(d).parts[0] in PACKAGES]
+
+
+def coverage_problems(dvc_yaml: Path) -> list[str]:
+    """One line per imported file no dep covers and per code dep that covers nothing."""
+    problems = []
+    for name, (cmd, deps) in sorted(_resolved_stages(dvc_yaml).items()):
+        _, modules = _entry_modules(cmd)
+        closure = import_closure(modules, dvc_yaml.parent)
+        code = _code_deps(deps)
+        for path in closure:
+            if not any(_covers(dep, path) for dep in code):
+                problems.append(
+                    f"{name}: imports {path.as_posix()}, which no dep in dvc.yaml covers"
+                )
+        for dep in code:
+            if not any(_covers(dep, path) for path in closure):
+                problems.append(f"{name}: dep {dep} covers no file the stage imports")
+    return problems
+
+
+def test_every_stage_declares_exactly_the_code_it_imports() -> None:
+    assert coverage_problems(ROOT / "dvc.yaml") == []
+
+
+def test_the_closure_follows_lazy_imports_and_dispatch() -> None:
+    closure = import_closure(["stages.train", stage_module("train", "cet")], ROOT)
+    as_text = {p.as_posix() for p in closure}
+    # Imported inside functions only: a regex or top-level scan would miss them.
+    assert "reprolab/guard/ddp.py" in as_text
+    assert "reprolab/datasets/contexts/reconstruct.py" in as_text
+    assert "reprolab/core/stage.py" in as_text
+    assert not any(p.startswith("reprolab/models/mamba/") for p in as_text)
+
+
+def test_no_training_stage_imports_benchmark_or_validate_code() -> None:
+    for name, (cmd, _) in _resolved_stages(ROOT / "dvc.yaml").items():
+        _, modules = _entry_modules(cmd)
+        for path in import_closure(modules, ROOT):
+            assert path.parts[1] not in ("benchmark", "validate"), f"{name} imports {path}"
+
+
+def test_no_training_stage_depends_on_ground_truth() -> None:
+    for name, (_, deps) in _resolved_stages(ROOT / "dvc.yaml").items():
+        if name.startswith("train@"):
+            assert not [d for d in deps if d.startswith("data/truth")], name
+
+
+@pytest.mark.parametrize(
+    "stage, dep",
+    [
+        ("train@cet", "reprolab/guard"),
+        ("features@options", "reprolab/datasets/${item}"),
+        ("generate@markets", "reprolab/core"),
+        ("split_augment@contexts", "stages/split_augment.py"),
+    ],
+)
+def test_deleting_a_dep_is_caught(tmp_path: Path, stage: str, dep: str) -> None:
+    """The check fails, naming the stage and the file, when one dep goes missing."""
+    step = stage.split("@")[0]
+    data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    data["stages"][step]["do"]["deps"].remove(dep)
+    for name in ("stages", "reprolab"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    _init_dvc(tmp_path)
+    problems = coverage_problems(tmp_path / "dvc.yaml")
+    assert any(p.startswith(f"{stage}: imports ") for p in problems), problems
+
+
+def test_an_unused_dep_is_caught(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    data["stages"]["features"]["do"]["deps"].append("reprolab/models/mamba")
+    for name in ("stages", "reprolab"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    _init_dvc(tmp_path)
+    problems = coverage_problems(tmp_path / "dvc.yaml")
+    expected = "features@options: dep reprolab/models/mamba covers no file the stage imports"
+    assert expected in problems
+
+
+def _init_dvc(path: Path) -> None:
+    from dvc.repo import Repo
+
+    Repo.init(str(path), no_scm=True).close()
