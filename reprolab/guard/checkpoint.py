@@ -132,17 +132,13 @@ def save_npz(
         raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror})") from exc
 
 
-def load_npz(
-    path: Path, fingerprint: str, event: Event
-) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """``(meta, arrays)`` of the checkpoint at ``path``, or None when it is missing or
-    discarded (the file is then removed and ``event`` says why)."""
+def _load(path: Path, fingerprint: str, event: Event, read: Callable[[Path], Any]) -> Any:
+    """``read(path) -> (header, payload)`` under the one policy: the payload, or None when
+    the file is missing, unreadable or not accepted (it is then removed)."""
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(bytes(z["meta"]).decode("utf-8"))
-            arrays = {k: z[k] for k in sorted(z.files) if k != "meta"}
+        header, payload = read(path)
     except Exception as exc:  # any failure to read it means the file is damaged
         _unreadable(path, exc, event)
         discard(path)
@@ -150,7 +146,22 @@ def load_npz(
     if not accepted(path, header, fingerprint, event):
         discard(path)
         return None
-    return header, arrays
+    return payload
+
+
+def _read_npz(path: Path) -> tuple[Any, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(bytes(z["meta"]).decode("utf-8"))
+        arrays = {k: z[k] for k in sorted(z.files) if k != "meta"}
+    return header, (header, arrays)
+
+
+def load_npz(
+    path: Path, fingerprint: str, event: Event
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """``(meta, arrays)`` of the checkpoint at ``path``, or None when it is missing or
+    discarded (the file is then removed and ``event`` says why)."""
+    return _load(path, fingerprint, event, _read_npz)
 
 
 # --------------------------------------------------------------------------- torch (CET)
@@ -162,20 +173,13 @@ def save_torch(path: Path, fingerprint: str, payload: Mapping[str, Any]) -> None
         torch.save({"meta": {"format": FORMAT, "fingerprint": fingerprint}, **payload}, tmp)
 
 
-def load_torch(path: Path, fingerprint: str, event: Event) -> dict[str, Any] | None:
-    """The payload saved at ``path``, or None when it is missing or discarded."""
+def _read_torch(path: Path) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    if not path.exists():
-        return None
-    try:
-        payload = torch.load(path, weights_only=False)
-        header = payload.get("meta") if isinstance(payload, dict) else None
-    except Exception as exc:  # a damaged file
-        _unreadable(path, exc, event)
-        discard(path)
-        return None
-    if not accepted(path, header, fingerprint, event):
-        discard(path)
-        return None
-    return payload
+    payload = torch.load(path, weights_only=False)
+    return (payload.get("meta") if isinstance(payload, dict) else None), payload
+
+
+def load_torch(path: Path, fingerprint: str, event: Event) -> dict[str, Any] | None:
+    """The payload saved at ``path``, or None when it is missing or discarded."""
+    return _load(path, fingerprint, event, _read_torch)

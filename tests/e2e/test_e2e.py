@@ -23,40 +23,7 @@ from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-JUDGES = ("data_metrics@", "validate")
-
-TINY = {
-    "markets": {
-        "generate": {"n_symbols": 3, "n_days": 400, "symbols_per_part": 2},
-        "split": {"embargo": 21, "augment": {"copies": 1}},
-        "features": {"window": 20},
-    },
-    "train": {
-        "mamba": {"d_model": 4, "d_state": 2, "epochs": 1, "batch_size": 256, "bootstrap": 20},
-        "pinn": {
-            "hidden": 8,
-            "depth": 2,
-            "rows_per_epoch": 512,
-            "epochs_supervised": 1,
-            "lr_supervised": [0.003],
-            "epochs_physics": 1,
-            "lr_physics": [0.001],
-            "epochs_rar": 1,
-            "lr_rar": [0.0001],
-            "rar_candidates": 256,
-            "rar_points": 32,
-            "polish_iterations": 5,
-            "n_val": 256,
-        },
-        "cet": tiny.CET,
-    },
-    "options": {
-        "generate": {"n_contracts": 3000, "chunk_rows": 1000},
-        "features": {"n_interior": 500, "n_terminal": 100, "n_boundary": 100},
-    },
-    "contexts": tiny.CONTEXTS,
-    "resources": {"progress": False},
-}
+JUDGES = ("data_metrics@",)  # the only stages that may read data/truth
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -87,8 +54,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     (repo / "dvc.lock").unlink(missing_ok=True)
-    params = tiny.merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny.write_params(repo)
     for args in (
         ["git", "init", "-q", "-b", "main"],
         ["git", "config", "user.name", "reprolab-test"],
@@ -105,11 +71,11 @@ def _lock(repo: Path) -> dict:
 
 
 def _hashed_outputs(repo: Path) -> dict[str, str]:
-    """Hash of every cached output (data and features), by path."""
+    """dvc.lock's hash of every cached output (data, features and models), by path."""
     out = {}
     for stage in _lock(repo)["stages"].values():
         for o in stage.get("outs", []):
-            if o["path"].startswith("data/"):
+            if "md5" in o:  # cache: false outputs (metrics, timings) carry no md5 here
                 out[o["path"]] = o["md5"]
     return out
 
@@ -118,19 +84,15 @@ def _data_metrics(repo: Path) -> dict[str, object]:
     return {p.name: json.loads(p.read_text()) for p in sorted((repo / "metrics/data").glob("*"))}
 
 
-# Deterministic training outputs (model.keras itself embeds its save time).
-TRAINED = (
-    "models/mamba/predictions.parquet",
-    "metrics/train/mamba/metrics.json",
-    "metrics/train/pinn/metrics.json",
-    "models/cet/adapter/adapter_model.safetensors",
-    "models/cet/base/model.safetensors",
-    "metrics/train/cet/metrics.json",
-)
-
-
 def _trained(repo: Path) -> dict[str, str]:
-    return {rel: hashlib.sha256((repo / rel).read_bytes()).hexdigest() for rel in TRAINED}
+    """sha256 of every model file (model.keras, the comparators, the PINN export, the CET
+    base, tokenizer and adapter, ...) and of every training metrics.json."""
+    files = sorted((repo / "models").rglob("*")) + sorted(repo.glob("metrics/train/*/metrics.json"))
+    return {
+        f.relative_to(repo).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in files
+        if f.is_file() and f.name != ".gitignore"
+    }
 
 
 @pytest.mark.e2e
@@ -144,7 +106,10 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     assert {"train@mamba", "train@pinn", "train@cet"} <= stages
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
-    assert len(first_hashes) == 12
+    assert len(first_hashes) == 15  # 12 data outputs and 3 model directories
+    assert {"models/cet/adapter/adapter_config.json", "models/mamba/model.keras"} <= set(
+        first_trained
+    )
     assert set(first_metrics) == {"markets.json", "options.json", "contexts.json"}
     assert first_metrics["contexts.json"]["test"]["pass_rate"]["gold"] == 1.0
     assert first_metrics["markets.json"]["test"]["oracle_accuracy"] > 0.4

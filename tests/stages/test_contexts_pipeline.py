@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from reprolab.core.config import load_params
 from reprolab.core.resources import StageResources
@@ -21,10 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("contexts")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny.merge(params["contexts"], tiny.CONTEXTS)
-    params["resources"]["progress"] = False
-    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny.write_params(directory)
     with contextlib.chdir(directory):
         p = load_params()
         for step in ("generate", "split_augment", "features", "data_metrics"):

@@ -9,6 +9,7 @@ of the training stages never include ground truth.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,31 +106,28 @@ def test_no_training_stage_depends_on_ground_truth() -> None:
 def test_deleting_a_dep_is_caught(tmp_path: Path, stage: str, dep: str) -> None:
     """The check fails, naming the stage and the file, when one dep goes missing."""
     step = stage.split("@")[0]
-    data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    data["stages"][step]["do"]["deps"].remove(dep)
-    for name in ("stages", "reprolab"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    _init_dvc(tmp_path)
-    problems = coverage_problems(tmp_path / "dvc.yaml")
+    problems = _problems_with(tmp_path, lambda data: data["stages"][step]["do"]["deps"].remove(dep))
     assert any(p.startswith(f"{stage}: imports ") for p in problems), problems
 
 
 def test_an_unused_dep_is_caught(tmp_path: Path) -> None:
-    data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    data["stages"]["features"]["do"]["deps"].append("reprolab/models/mamba")
-    for name in ("stages", "reprolab"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    _init_dvc(tmp_path)
-    problems = coverage_problems(tmp_path / "dvc.yaml")
+    def add_unused(data: dict) -> None:
+        data["stages"]["features"]["do"]["deps"].append("reprolab/models/mamba")
+
+    problems = _problems_with(tmp_path, add_unused)
     expected = "features@options: dep reprolab/models/mamba covers no file the stage imports"
     assert expected in problems
 
 
-def _init_dvc(path: Path) -> None:
+def _problems_with(tmp_path: Path, edit: Callable[[dict], None]) -> list[str]:
+    """The coverage problems of a copy of the project whose dvc.yaml ``edit`` changed."""
     from dvc.repo import Repo
 
-    Repo.init(str(path), no_scm=True).close()
+    data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    edit(data)
+    for name in ("stages", "reprolab"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    Repo.init(str(tmp_path), no_scm=True).close()
+    return coverage_problems(tmp_path / "dvc.yaml")

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +20,13 @@ from reprolab.core.quality import check_finite
 from reprolab.core.resources import StageResources
 from reprolab.datasets.markets import steps as pipeline
 from reprolab.datasets.markets.windows import fit_scaler, materialize
+from tests import tiny
 
 WINDOW = 20
 
 
 def _tiny() -> Params:
-    base = Params()
-    m = base.markets
-    return replace(
-        base,
-        resources=replace(base.resources, progress=False),
-        markets=replace(
-            m,
-            generate=replace(m.generate, n_symbols=3, n_days=500, symbols_per_part=2),
-            split=replace(m.split, embargo=WINDOW + 1),
-            features=replace(m.features, window=WINDOW),
-        ),
-    )
+    return tiny.params(markets={"generate": {"n_days": 500}, "split": {"embargo": WINDOW + 1}})
 
 
 def _res(tmp: Path, name: str) -> StageResources:

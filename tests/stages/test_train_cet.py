@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from reprolab.core.config import load_params
 from reprolab.core.errors import DependencyError
@@ -26,12 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_params(directory: Path, **cet_over: Any) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny.merge(params["contexts"], tiny.CONTEXTS)
-    tiny.merge(params["train"]["cet"], tiny.CET)
-    tiny.merge(params["train"]["cet"], cet_over)
-    params["resources"]["progress"] = False
-    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny.write_params(directory, train={"cet": cet_over})
 
 
 def _train(directory: Path) -> None:

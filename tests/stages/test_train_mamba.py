@@ -24,29 +24,17 @@ from reprolab.core.config import Params, to_dict
 from reprolab.core.io import read_json
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.datasets.markets import steps as markets
+from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 def _tiny(n_symbols: int = 8) -> Params:
-    base = Params()
-    m, t = base.markets, base.train.mamba
-    return replace(
-        base,
-        resources=replace(base.resources, progress=False),
-        markets=replace(
-            m,
-            generate=replace(m.generate, n_symbols=n_symbols, n_days=400),
-            split=replace(m.split, embargo=21, augment=replace(m.split.augment, copies=1)),
-            features=replace(m.features, window=20),
-        ),
-        train=replace(
-            base.train,
-            mamba=replace(
-                t, d_model=4, d_state=2, epochs=2, patience=1, batch_size=256, bootstrap=20
-            ),
-        ),
+    # Two epochs with patience 1: resuming and early stopping both have something to do.
+    return tiny.params(
+        markets={"generate": {"n_symbols": n_symbols, "symbols_per_part": 64}},
+        train={"mamba": {"epochs": 2, "patience": 1}},
     )
 
 

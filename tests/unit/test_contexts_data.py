@@ -19,34 +19,38 @@ from hypothesis import strategies as st
 
 from reprolab.core.errors import ValidationError
 from reprolab.core.seeding import rng
+from reprolab.datasets.contexts.grammar import (
+    ORDINALS,
+    STEP_SPECS,
+    Step,
+    format_const,
+    parse_requirement,
+    requirement_line,
+    run_steps,
+    value_type,
+)
+from reprolab.datasets.contexts.heuristic import heuristic_context
 from reprolab.datasets.contexts.programs import (
     ALL_NAMES,
-    ORDINALS,
-    OTHER_PROGRAM_ROLES,
-    STEP_SPECS,
     Program,
-    Step,
-    assemble_context,
-    augment_sample,
-    format_const,
     generate_program,
     generate_programs,
     gold_context,
-    heuristic_context,
+    make_template,
+    split_off_pool,
+    template_hash,
+)
+from reprolab.datasets.contexts.reconstruct import Reconstructor
+from reprolab.datasets.contexts.render import (
+    OTHER_PROGRAM_ROLES,
+    assemble_context,
+    augment_sample,
     line_label,
     make_sample,
-    make_template,
-    parse_requirement,
     program_from_sample,
     render_raw_context,
     render_raw_lines,
-    requirement_line,
-    run_steps,
-    split_off_pool,
-    template_hash,
-    value_type,
 )
-from reprolab.datasets.contexts.reconstruct import Reconstructor
 
 SEED = 20261121
 SAMPLE_KEYS = {

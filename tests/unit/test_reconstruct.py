@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from reprolab.core.errors import PipelineError, ValidationError
 from reprolab.core.seeding import rng
-from reprolab.datasets.contexts.programs import STEP_SPECS, generate_programs, gold_context
+from reprolab.datasets.contexts.grammar import STEP_SPECS
+from reprolab.datasets.contexts.programs import generate_programs, gold_context
 from reprolab.datasets.contexts.reconstruct import _CODE, Reconstructor, compile_context
 
 SEED = 20261121

@@ -3,7 +3,7 @@
 A CET example is ``<s> prompt <ctx> target </s>``: the model reads the prompt up to the
 separator and learns to write the target. The CET works line by line (``encode_lines``): the
 prompt is one raw line with the task's own name replaced by ``<self>``, the target that line's
-label (see :func:`reprolab.datasets.contexts.programs.line_label`). Training is
+label (see :func:`reprolab.datasets.contexts.render.line_label`). Training is
 deterministic (same texts -> the same
 ``tokenizer.json``, byte for byte), and byte-level BPE never meets an unknown character, so
 ``decode(encode(text)) == text`` for any text without special-token strings in it.

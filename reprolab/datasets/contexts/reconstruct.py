@@ -1,7 +1,7 @@
 """The deterministic reconstructor: canonical context -> Python source -> hidden-test pass rate.
 
 It stands in for a code-writing LLM. ``compile_context`` turns every line that is exactly a
-canonical requirement line (grammar: ``reprolab.datasets.contexts.programs.LINE_PATTERNS``) into one
+canonical requirement line (grammar: ``reprolab.datasets.contexts.grammar.STEP_SPECS``) into one
 statement of ``def solution(value)``; anything else is ignored. The semantics are written
 here as source text, independently of the data module's reference interpreter, so "the gold
 context passes its tests" checks both.
@@ -108,7 +108,7 @@ def _str(v):
 
 def compile_context(context: str) -> str:
     """Python source of ``solution(value)`` applying the context's canonical lines in order."""
-    from reprolab.datasets.contexts.programs import parse_requirement  # the grammar's one home
+    from reprolab.datasets.contexts.grammar import parse_requirement  # the grammar's one home
 
     body: list[str] = []
     for line in context.splitlines():

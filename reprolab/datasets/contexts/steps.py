@@ -30,13 +30,8 @@ from reprolab.core.io import atomic_dir, read_parquet, write_json, write_parquet
 from reprolab.core.paths import SPLITS
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
-from reprolab.datasets.contexts.programs import (
-    augment_sample,
-    generate_programs,
-    make_sample,
-    program_from_sample,
-    split_off_pool,
-)
+from reprolab.datasets.contexts.programs import generate_programs, split_off_pool
+from reprolab.datasets.contexts.render import augment_sample, make_sample, program_from_sample
 from reprolab.datasets.contexts.split import split_groups
 
 DATASET = "contexts"
@@ -192,7 +187,7 @@ def _lengths(values: pd.Series) -> dict[str, float]:
 
 def baseline_contexts(frame: pd.DataFrame) -> dict[str, list[str]]:
     """The context each baseline hands the reconstructor, per row."""
-    from reprolab.datasets.contexts.programs import heuristic_context
+    from reprolab.datasets.contexts.heuristic import heuristic_context
 
     return {
         "gold": list(frame["gold"]),

@@ -24,7 +24,7 @@ from reprolab.core.config import HeldoutRegion, OptionsDomain, OptionsFeaturesPa
 from reprolab.core.errors import ValidationError
 from reprolab.core.seeding import rng
 from reprolab.datasets.options.blackscholes import bs_price_greeks, payoff
-from reprolab.datasets.options.generate import domain_bounds
+from reprolab.datasets.options.generate import domain_bounds, heldout_band
 
 MODEL_INPUTS = ["x", "tau", "sigma", "r", "s", "fwd_x", "fwd_scaled"]
 _KINDS = ("call", "put")
@@ -93,19 +93,7 @@ def option_coordinates(df: pd.DataFrame) -> pd.DataFrame:
 def _band(domain: OptionsDomain, heldout: HeldoutRegion) -> tuple[str, float, float]:
     """The held-out band as (model coordinate, low, high), plus sanity checks against the box."""
     bounds = domain_bounds(domain)
-    if heldout.column == "moneyness":
-        if heldout.low <= 0:
-            raise ValidationError(
-                f"collocation_points: heldout.low must be > 0 for moneyness (got {heldout.low})"
-            )
-        coord, low, high = "x", float(np.log(heldout.low)), float(np.log(heldout.high))
-    elif heldout.column in ("tau", "sigma", "r"):
-        coord, low, high = heldout.column, heldout.low, heldout.high
-    else:
-        raise ValidationError(
-            "collocation_points: heldout.column must be one of moneyness, tau, sigma, r "
-            f"(got {heldout.column!r})"
-        )
+    coord, low, high = heldout_band(heldout)
     lo, hi = bounds[coord]
     if low <= lo and high >= hi:
         raise ValidationError(

@@ -21,7 +21,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from reprolab.core.config import OptionsDomain, OptionsGenerateParams, OptionsSplitParams
+from reprolab.core.config import (
+    HeldoutRegion,
+    OptionsDomain,
+    OptionsGenerateParams,
+    OptionsSplitParams,
+)
 from reprolab.core.errors import ValidationError
 from reprolab.core.seeding import int_seed, rng
 from reprolab.datasets.options.blackscholes import GREEKS, KINDS, bs_price_greeks
@@ -41,6 +46,25 @@ def domain_bounds(domain: OptionsDomain) -> dict[str, tuple[float, float]]:
         "sigma": (domain.sigma_min, domain.sigma_max),
         "r": (domain.r_min, domain.r_max),
     }
+
+
+# A held-out band is declared on a contract column; models see it in their own coordinates
+# (x = ln S/K for moneyness). The one home of that mapping.
+HELDOUT_COORDINATE = {"moneyness": "x", "tau": "tau", "sigma": "sigma", "r": "r"}
+
+
+def heldout_band(heldout: HeldoutRegion) -> tuple[str, float, float]:
+    """The held-out band as (model coordinate, low, high)."""
+    if heldout.column not in HELDOUT_COORDINATE:
+        raise ValidationError(
+            f"heldout.column must be one of {', '.join(HELDOUT_COORDINATE)} "
+            f"(got {heldout.column!r})"
+        )
+    if heldout.column == "moneyness":
+        if heldout.low <= 0:
+            raise ValidationError(f"heldout.low must be > 0 for moneyness (got {heldout.low})")
+        return "x", float(np.log(heldout.low)), float(np.log(heldout.high))
+    return HELDOUT_COORDINATE[heldout.column], heldout.low, heldout.high
 
 
 def _unit_sampler(params: OptionsGenerateParams, seed: int) -> Callable[[int], np.ndarray]:

@@ -3,7 +3,7 @@
 The CET works line by line: for each line of a raw context it reads the task's name and that
 line, and writes the line's label: ``"n: <canonical requirement>"`` for a statement of step n,
 ``"n= <constant>"`` for a correction, nothing for everything else (other programs, near-
-duplicates, noise). :func:`reprolab.datasets.contexts.programs.assemble_context` puts the labels of a
+duplicates, noise). :func:`reprolab.datasets.contexts.render.assemble_context` puts the labels of a
 context in step order with the corrections applied: that is the engineered context. (Reading
 the whole context at once reached a pass rate of 0.024 at the same cost: a 1M-parameter model
 trained for minutes cannot learn to find four lines among thirty and rewrite them at once.)
@@ -47,7 +47,7 @@ import pandas as pd
 from reprolab.core import paths
 from reprolab.core.config import CetAdapterParams, CetPhaseParams, CetTrainParams, Params
 from reprolab.datasets.contexts.metrics import context_report
-from reprolab.datasets.contexts.programs import OTHER_PROGRAM_ROLES, assemble_context
+from reprolab.datasets.contexts.render import OTHER_PROGRAM_ROLES, assemble_context
 from reprolab.core.errors import DependencyError, PipelineError
 from reprolab.core.io import atomic_dir, write_json
 from reprolab.datasets.contexts.steps import TOKENIZER, baseline_contexts, read_features

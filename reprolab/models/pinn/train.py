@@ -12,7 +12,7 @@ import pandas as pd
 
 from reprolab.core import paths
 from reprolab.core.config import OptionsParams, Params
-from reprolab.datasets.options.generate import domain_bounds
+from reprolab.datasets.options.generate import domain_bounds, heldout_band
 from reprolab.core.io import read_parquet, write_json
 from reprolab.core.keras_io import save_keras_model
 from reprolab.core.resources import StageResources
@@ -42,9 +42,7 @@ def trained_domain(options: OptionsParams) -> dict[str, list[float]]:
     A band inside the range (not at an edge) cannot be cut from a box; it stays inside.
     """
     box = {k: [lo, hi] for k, (lo, hi) in domain_bounds(options.generate.domain).items()}
-    h = options.split.heldout
-    column = {"moneyness": "x", "tau": "tau", "sigma": "sigma", "r": "r"}[h.column]
-    low, high = (math.log(h.low), math.log(h.high)) if column == "x" else (h.low, h.high)
+    column, low, high = heldout_band(options.split.heldout)
     lo, hi = box[column]
     if high >= hi:
         box[column][1] = low
