@@ -45,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", default="/tmp/reprolab_pinn_bench")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from reprolab.core.config import load_params
-    from reprolab.models.pinn.model import PinnTrainParams, export_weights, train_pinn
+    from reprolab.core.config import PinnTrainParams, load_params
+    from reprolab.models.pinn.model import export_weights
+    from reprolab.models.pinn.train import train_pinn
 
     overrides = json.loads(args.params)
     for k, v in overrides.items():

@@ -105,3 +105,34 @@ def test_the_code_hash_follows_the_import_closure(tmp_path: Path) -> None:
     assert code_hash(["reprolab.a"], tmp_path) == before
     (pkg / "b.py").write_text("x = 2\n")  # imported by a: a new fingerprint
     assert code_hash(["reprolab.a"], tmp_path) != before
+
+
+UPSTREAM = {
+    "mamba": ("markets", "generate", "gap_scale", 0.3),
+    "pinn": ("options", "split", "train", 0.6),
+    "cet": ("contexts", "generate", "noise", 0.4),
+}
+
+
+@pytest.mark.parametrize("model", sorted(UPSTREAM))
+def test_each_models_fingerprint_sees_its_upstream_params_and_features(
+    tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run must never use weights trained on other data: for all three models, an
+    upstream param or a changed feature file gives a new fingerprint (so the checkpoint is
+    discarded), and the same inputs give the same one (so a resume is possible)."""
+    from dataclasses import replace
+
+    dataset, step, key, value = UPSTREAM[model]
+    monkeypatch.chdir(tmp_path)
+    features = tmp_path / "data" / "features" / dataset
+    features.mkdir(parents=True)
+    (features / "part-00000.parquet").write_bytes(b"rows")
+    params = load_params(ROOT / "params.yaml")
+    base = ck.train_fingerprint(params, model)
+    assert ck.train_fingerprint(params, model) == base
+    section = getattr(params, dataset)
+    changed = replace(section, **{step: replace(getattr(section, step), **{key: value})})
+    assert ck.train_fingerprint(replace(params, **{dataset: changed}), model) != base
+    (features / "part-00000.parquet").write_bytes(b"other rows")
+    assert ck.train_fingerprint(params, model) != base

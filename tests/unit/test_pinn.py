@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprolab.core.config import PinnTrainParams
 from reprolab.core.keras_io import save_keras_model
 from reprolab.datasets.options.blackscholes import GREEKS, bs_price_greeks
 from reprolab.models.pinn import model as pinn
+from reprolab.models.pinn import train as pinn_train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,7 +185,7 @@ def test_shared_objects_are_numbered_not_named_by_address() -> None:
 
 
 def test_exported_file_is_small(tmp_path: Path) -> None:
-    m = pinn.build_pinn(**{k: getattr(pinn.PinnTrainParams(), k) for k in ("hidden", "depth")})
+    m = pinn.build_pinn(**{k: getattr(PinnTrainParams(), k) for k in ("hidden", "depth")})
     path = pinn.export_weights(m, tmp_path / "pinn.npz")
     assert path.stat().st_size <= 1_000_000
 
@@ -228,7 +230,7 @@ def _collocation(seed: int) -> dict[str, pd.DataFrame]:
     return collocation_points(params, OptionsDomain(), HeldoutRegion(), seed)
 
 
-TINY = pinn.PinnTrainParams(
+TINY = PinnTrainParams(
     hidden=8,
     depth=2,
     batch_size=64,
@@ -248,12 +250,12 @@ TINY = pinn.PinnTrainParams(
 )
 
 
-def _train(tmp_path: Path, name: str, seen: list | None = None) -> pinn.PinnTrainResult:
+def _train(tmp_path: Path, name: str, seen: list | None = None) -> pinn_train.PinnTrainResult:
     def hook(phase: str, epoch: int, logs: dict[str, float]) -> None:
         if seen is not None:
             seen.append((phase, epoch, logs))
 
-    return pinn.train_pinn(
+    return pinn_train.train_pinn(
         _frame(400, 11),
         _frame(128, 12),
         _collocation(13),
@@ -273,12 +275,12 @@ def _sampler():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pinn.PinnTrainResult, list]:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pinn_train.PinnTrainResult, list]:
     seen: list = []
     return _train(tmp_path_factory.mktemp("pinn_ref"), "a", seen), seen
 
 
-def _weights(result: pinn.PinnTrainResult) -> list[np.ndarray]:
+def _weights(result: pinn_train.PinnTrainResult) -> list[np.ndarray]:
     return [v.numpy() for v in result.model.trainable_variables]
 
 
@@ -323,7 +325,7 @@ def test_interrupted_training_resumes_to_the_same_weights(reference, tmp_path: P
             raise _Stop
 
     with pytest.raises(_Stop):
-        pinn.train_pinn(
+        pinn_train.train_pinn(
             _frame(400, 11),
             _frame(128, 12),
             _collocation(13),
