@@ -75,7 +75,8 @@ def _hashed_outputs(repo: Path) -> dict[str, str]:
     out = {}
     for stage in _lock(repo)["stages"].values():
         for o in stage.get("outs", []):
-            if "md5" in o:  # cache: false outputs (metrics, timings) carry no md5 here
+            # cache: false outputs (metrics, timings) are git's business, not hashed here
+            if o["path"].startswith(("data/", "models/")):
                 out[o["path"]] = o["md5"]
     return out
 
