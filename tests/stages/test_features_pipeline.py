@@ -140,4 +140,5 @@ def test_data_metrics_report_the_oracle_per_split(built: Path) -> None:
         part = report[name]
         assert part["windows_original"] > 0 and part["symbols"] == 3
         assert 0.0 < part["oracle_accuracy"] < 1.0 and 0.0 < part["up_share"] < 1.0
-    assert report["train"]["windows_augmented"] == 2 * report["train"]["windows_original"]
+    copies = _tiny().markets.split.augment.copies
+    assert report["train"]["windows_augmented"] == copies * report["train"]["windows_original"]

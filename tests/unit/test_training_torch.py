@@ -147,7 +147,7 @@ def test_checkpoint_of_another_setup_is_ignored(tmp_path: Path) -> None:
     again = Loop()
     state = again.run(tmp_path, steps=10)  # another set-up: starts over
     assert len(again.micro_seen) == 10
-    assert any("another set-up" in e for e in state.events)
+    assert any("different set-up" in e for e in state.events)
 
 
 def test_stop_ends_the_phase_early(tmp_path: Path) -> None:
