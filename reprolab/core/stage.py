@@ -21,7 +21,6 @@ StageMain = Callable[[str, Params, StageResources], None]
 
 DATASETS = ("markets", "options", "contexts")
 MODELS = ("mamba", "pinn", "cet")
-DATA_STEPS = ("generate", "split_augment", "features", "data_metrics")
 
 
 def items_of(step: str) -> tuple[str, ...]:

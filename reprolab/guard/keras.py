@@ -323,9 +323,7 @@ def _hash(setup: dict[str, Any]) -> str:
 
 def _remove_checkpoint(directory: Path) -> None:
     """Remove the guard's files, then the directory itself if nothing else lives there."""
-    (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
-    for stale in directory.glob(f".{CHECKPOINT_NAME}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    discard(directory / CHECKPOINT_NAME)
     with contextlib.suppress(OSError):
         directory.rmdir()
 
