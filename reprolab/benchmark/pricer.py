@@ -34,19 +34,22 @@ from typing import Any
 import numpy as np
 
 from reprolab.core import paths
+from reprolab.core.config import BenchmarkGoals, load_params
+from reprolab.core.goals import Goal, evaluate, goals_of
 from reprolab.core.io import write_json
 
 DEFAULT_OUT = str(paths.bench("pricer"))
 DEFAULT_MODEL = paths.model_dir("pinn") / "weights.npz"
-GOALS = {  # from the issue: upper bounds (seconds, bytes) and lower bounds (rates)
-    "numpy_single_p95_us": ("<=", 100.0),
-    "tf_single_p95_us": ("<=", 1000.0),
-    "cached_p95_us": ("<=", 10.0),
-    "batch_prices_per_s": (">=", 1e6),
-    "batch_greeks_per_s": (">=", 1.5e5),
-    "serving_rss_mib": ("<=", 150.0),
-    "artifact_bytes": ("<=", 1_000_000),
-}
+# The goals this benchmark reports on (their bounds: params.yaml validate.benchmark).
+PRICER_GOALS = (
+    "numpy_single_p95_us",
+    "tf_single_p95_us",
+    "cached_p95_us",
+    "batch_prices_per_s",
+    "batch_greeks_per_s",
+    "serving_rss_mib",
+    "artifact_bytes",
+)
 # A fresh interpreter that serves through the numpy path and reports its peak memory.
 _SERVE = """
 import json, sys
@@ -146,19 +149,18 @@ def _serving_process(model: Path, precision: str, batch: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _goals(figures: dict[str, float]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for key, (op, bound) in GOALS.items():
-        value = figures.get(key)
-        met = value is not None and (value <= bound if op == "<=" else value >= bound)
-        out[key] = {"goal": f"{op} {bound:g}", "reached": value, "met": bool(met)}
-    return out
-
-
 def run(
-    model: Path, calls: int, warmup: int, batch: int, tensorflow: bool, rounds: int = 5
+    model: Path,
+    calls: int,
+    warmup: int,
+    batch: int,
+    tensorflow: bool,
+    rounds: int = 5,
+    goals: dict[str, Goal] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the module docstring, as a JSON-ready dict."""
+    """Every figure of the module docstring, as a JSON-ready dict, judged against ``goals``
+    (default: the schema's ``validate.benchmark``)."""
+    goals = goals_of(BenchmarkGoals()) if goals is None else goals
     from reprolab.datasets.options.blackscholes import bs_price_greeks
     from reprolab.models.pinn.serve import Pricer
 
@@ -222,7 +224,7 @@ def run(
         "serving_rss_mib": round(serving["peak_rss_mib"], 1),
         "artifact_bytes": report["artifact_bytes"],
     }
-    report["goals"] = _goals(figures)
+    report["goals"] = evaluate({k: goals[k] for k in PRICER_GOALS}, figures)
     return report
 
 
@@ -244,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.calls < 1 or args.warmup < 0 or args.rounds < 1:
         print("error: --calls and --rounds must be >= 1, --warmup >= 0", file=sys.stderr)
         return 2
-    report = run(args.model, args.calls, args.warmup, args.batch, not args.skip_tf, args.rounds)
+    goals = goals_of(load_params().validate.benchmark)
+    report = run(
+        args.model, args.calls, args.warmup, args.batch, not args.skip_tf, args.rounds, goals
+    )
     write_json(args.out, report)
     print(json.dumps(report["goals"], indent=1))
     return 0

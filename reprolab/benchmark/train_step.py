@@ -17,6 +17,7 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.core.config import load_params
+from reprolab.core.goals import evaluate, goals_of
 from reprolab.core.io import write_json
 
 DEFAULT_OUT = str(paths.bench("train_step"))
@@ -36,20 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
     from reprolab.models.mamba.model import build_mamba_classifier, resolve_scan
 
-    t = load_params().train.mamba
+    params = load_params()
+    t, goals = params.train.mamba, goals_of(params.validate.benchmark)
     keras.utils.set_random_seed(0)
-    mamba = build_mamba_classifier(
-        args.features,
-        args.window,
-        t.d_model,
-        t.d_state,
-        t.d_conv,
-        t.expand,
-        t.n_layers,
-        scan=t.scan,
-        chunk_size=t.chunk_size,
-        seed=0,
-    )
+    mamba = build_mamba_classifier(args.features, args.window, t, seed=0)
     units = units_matching(t.comparator, args.features, mamba.count_params())
     other = build_recurrent_classifier(t.comparator, args.features, args.window, units, seed=0)
     models = {"mamba": mamba, t.comparator: other}
@@ -74,13 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "params": {name: int(m.count_params()) for name, m in models.items()},
         "step_ms_median": {k: round(v, 3) for k, v in ms.items()},
         f"mamba_over_{t.comparator}": round(ms["mamba"] / ms[t.comparator], 3),
-        "goal_ratio_max": 3.0,
     }
+    ratio = {"mamba_over_comparator_step_ratio": report[f"mamba_over_{t.comparator}"]}
+    report["goals"] = evaluate({k: goals[k] for k in ratio}, ratio)
     write_json(args.out, report)
     print(
         f"train step (batch {t.batch_size}, L={args.window}): mamba {ms['mamba']:.1f} ms, "
         f"{t.comparator} {ms[t.comparator]:.1f} ms, ratio "
-        f"{report[f'mamba_over_{t.comparator}']:.2f} (goal <= 3) -> {args.out}"
+        f"{report[f'mamba_over_{t.comparator}']:.2f} "
+        f"(goal {goals['mamba_over_comparator_step_ratio']}) -> {args.out}"
     )
     return 0
 

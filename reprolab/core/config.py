@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from reprolab.core.errors import ValidationError
+from reprolab.core.goals import Goal
 
 PARAMS_FILE = "params.yaml"
 
@@ -460,6 +461,60 @@ class TrainParams:
     cet: CetTrainParams = field(default_factory=CetTrainParams)
 
 
+# --------------------------------------------------------------------------- validate
+@dataclass(frozen=True)
+class _Goals:
+    """Goals as ``"<= number"`` or ``">= number"`` strings, one per reported figure."""
+
+    def validate(self, path: str) -> None:
+        for f in dataclasses.fields(self):
+            Goal.parse(getattr(self, f.name), f"{path}.{f.name}")
+
+
+@dataclass(frozen=True)
+class MambaGoals(_Goals):
+    # expected accuracy under the oracle's probabilities, minus the oracle's own (test split)
+    expected_accuracy_minus_oracle: str = ">= -0.005"
+
+
+@dataclass(frozen=True)
+class PinnGoals(_Goals):  # in-domain test split, strike K = 1
+    price_rel_l2: str = "<= 1e-4"
+    price_max_abs_k: str = "<= 5e-4"
+    price_mean_abs_k: str = "<= 3e-5"
+    pde_residual_rms: str = "<= 1e-3"
+    delta_max_abs: str = "<= 5e-3"
+    gamma_p95_rel: str = "<= 0.02"
+    vega_p95_rel_atm: str = "<= 0.01"
+
+
+@dataclass(frozen=True)
+class CetGoals(_Goals):  # held-out test programs
+    pass_rate: str = ">= 0.95"
+    compression: str = "<= 0.3"
+
+
+@dataclass(frozen=True)
+class BenchmarkGoals(_Goals):
+    numpy_single_p95_us: str = "<= 100"  # one price + Greeks, numpy server
+    tf_single_p95_us: str = "<= 1000"
+    cached_p95_us: str = "<= 10"
+    batch_prices_per_s: str = ">= 1e6"
+    batch_greeks_per_s: str = ">= 1.5e5"
+    serving_rss_mib: str = "<= 150"
+    artifact_bytes: str = "<= 1e6"
+    features_rows_per_s: str = ">= 1e6"
+    mamba_over_comparator_step_ratio: str = "<= 3"
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    mamba: MambaGoals = field(default_factory=MambaGoals)
+    pinn: PinnGoals = field(default_factory=PinnGoals)
+    cet: CetGoals = field(default_factory=CetGoals)
+    benchmark: BenchmarkGoals = field(default_factory=BenchmarkGoals)
+
+
 # --------------------------------------------------------------------------- top level
 @dataclass(frozen=True)
 class Params:
@@ -469,6 +524,7 @@ class Params:
     options: OptionsParams = field(default_factory=OptionsParams)
     contexts: ContextsParams = field(default_factory=ContextsParams)
     train: TrainParams = field(default_factory=TrainParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
 
 
 # --------------------------------------------------------------------------- validation
@@ -572,9 +628,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
     if not kwargs.keys() >= {n for n, f in fields.items() if _required(f)}:
         missing = sorted(n for n, f in fields.items() if _required(f) and n not in kwargs)
         _fail(f"{path}.{missing[0]}" if path else missing[0], None, "a value (key is required)")
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(path)
+    # A section's own consistency check (a method; Params also has a `validate` section).
+    validate = getattr(type(obj), "validate", None)
+    if callable(validate):
+        validate(obj, path)
     return obj
 
 

@@ -11,6 +11,7 @@ MODELS = Path("models")
 CHECKPOINTS = Path(".checkpoints")
 RESOURCES = METRICS / "resources"
 BENCH = METRICS / "bench"
+VALIDATE = METRICS / "validate.json"  # every goal of the trained models, judged
 SPLITS = ("train", "val", "test")
 
 

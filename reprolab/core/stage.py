@@ -23,8 +23,14 @@ DATASETS = ("markets", "options", "contexts")
 MODELS = ("mamba", "pinn", "cet")
 
 
+SINGLE = ("validate",)  # steps that run once for the whole pipeline, with no item
+
+
 def items_of(step: str) -> tuple[str, ...]:
-    """The items ``step`` runs for: the models for ``train``, the datasets otherwise."""
+    """The items ``step`` runs for: the models for ``train``, none for a single step, the
+    datasets otherwise."""
+    if step in SINGLE:
+        return ()
     return MODELS if step == "train" else DATASETS
 
 
@@ -32,8 +38,11 @@ def stage_module(step: str, item: str) -> str:
     """The library module that holds ``step@item``'s function (named like the step).
 
     The data steps of a dataset live in ``reprolab.datasets.<dataset>.steps``; a model's
-    training recipe in ``reprolab.models.<model>.train``.
+    training recipe in ``reprolab.models.<model>.train``; a single step in
+    ``reprolab.<step>.steps``.
     """
+    if step in SINGLE:
+        return f"reprolab.{step}.steps"
     if step == "train":
         return f"reprolab.models.{item}.train"
     return f"reprolab.datasets.{item}.steps"
@@ -55,13 +64,17 @@ def run_stage(
     args = list(sys.argv[1:] if argv is None else argv)
     name = step
     try:
-        if len(args) != 1 or args[0] not in items:
+        if not items and args:
+            raise ValidationError(
+                f"usage: python -m stages.{step} (no arguments; got {' '.join(args)})"
+            )
+        if items and (len(args) != 1 or args[0] not in items):
             raise ValidationError(
                 f"usage: python -m stages.{step} <item>; item must be one of {', '.join(items)}"
                 f" (got {' '.join(args) or 'nothing'})"
             )
-        item = args[0]
-        name = f"{step}@{item}"
+        item = args[0] if items else ""
+        name = f"{step}@{item}" if items else step
         params = load_params()
         with StageResources(name, show_progress=params.resources.progress) as res:
             main(item, params, res)

@@ -23,7 +23,7 @@ from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-JUDGES = ("data_metrics@",)  # the only stages that may read data/truth
+JUDGES = ("data_metrics@", "validate")  # the only stages that may read data/truth
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -104,7 +104,10 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options", "contexts"):
             assert f"{step}@{dataset}" in stages
-    assert {"train@mamba", "train@pinn", "train@cet"} <= stages
+    assert {"train@mamba", "train@pinn", "train@cet", "validate"} <= stages
+    judged = json.loads((clone / "metrics/validate.json").read_text())
+    assert {"mamba", "pinn", "cet", "failed"} == set(judged)
+    assert judged["mamba"]["oracle_gap"]["model"]["windows"] > 0
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
     assert len(first_hashes) == 15  # 12 data outputs and 3 model directories

@@ -71,7 +71,6 @@ def test_stage_writes_every_output_and_every_baseline(world: Path) -> None:
     for method in ("lora", "qlora"):
         share = m["adapters"][method]["trainable_share"]
         assert 0 < share < 1
-    assert {"pass_rate", "compression"} == set(m["goals"])
     assert [c["step"] for c in m["scst"]["curve"]] == [0, 1, 2, 3]
     speed = json.loads((world / "metrics/train/cet/speed.json").read_text())
     assert set(speed["phase_seconds"]) == {"pretrain", "sft", "scst"}

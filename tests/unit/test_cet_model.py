@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from reprolab.core.config import CetModelParams
 from reprolab.core.errors import DependencyError, ValidationError
 from reprolab.models.cet import model as cet
 
@@ -58,10 +59,11 @@ TRAIN = _task(64, seed=0)
 
 
 def _base(seed: int = 0, arch: cet.Arch = "llama") -> Any:
-    return cet.build_base_model(
-        vocab_size=VOCAB, arch=arch, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-        intermediate_size=64, max_positions=64, pad_id=PAD, bos_id=BOS, eos_id=EOS, seed=seed,
+    m = CetModelParams(
+        arch=arch, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+        intermediate_size=64, max_positions=64,
     )  # fmt: skip
+    return cet.build_base_model(m, vocab_size=VOCAB, pad_id=PAD, bos_id=BOS, eos_id=EOS, seed=seed)
 
 
 def _lora(model_or_dir: Any, method: cet.Method = "lora", seed: int = 0) -> cet.Adapted:
@@ -168,11 +170,11 @@ def test_build_base_model_is_seeded_and_leaves_global_rng_alone() -> None:
 
 def test_build_base_model_validates_heads() -> None:
     with pytest.raises(ValidationError, match="num_heads"):
-        cet.build_base_model(
-            vocab_size=VOCAB, arch="llama", hidden_size=30, num_layers=1, num_heads=4,
-            num_kv_heads=2, intermediate_size=64, max_positions=64, pad_id=PAD, bos_id=BOS,
-            eos_id=EOS, seed=0,
+        m = CetModelParams(
+            arch="llama", hidden_size=30, num_layers=1, num_heads=4, num_kv_heads=2,
+            intermediate_size=64, max_positions=64,
         )  # fmt: skip
+        cet.build_base_model(m, vocab_size=VOCAB, pad_id=PAD, bos_id=BOS, eos_id=EOS, seed=0)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -386,11 +388,8 @@ def test_trainable_share_at_the_pipeline_size_is_what_the_adapters_add() -> None
     p = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     m, a = p.train.cet.model, p.train.cet.adapter
     base = cet.build_base_model(
-        vocab_size=p.contexts.features.vocab_size, arch=m.arch, hidden_size=m.hidden_size,
-        num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-        intermediate_size=m.intermediate_size, max_positions=m.max_positions, pad_id=PAD,
-        bos_id=BOS, eos_id=EOS, seed=0,
-    )  # fmt: skip
+        m, vocab_size=p.contexts.features.vocab_size, pad_id=PAD, bos_id=BOS, eos_id=EOS, seed=0
+    )
     _, full = cet.trainable_parameters(base)
     expected = sum(
         a.r * (mod.in_features + mod.out_features)

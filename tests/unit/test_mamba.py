@@ -4,6 +4,7 @@ reprolab.benchmark.scan, never in assertions here."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reprolab.core.config import MambaTrainParams
 from reprolab.models.mamba.model import (
     AUTO_SCAN,
     SCANS,
@@ -26,6 +28,18 @@ from reprolab.models.mamba.model import (
 )
 
 IMPLS = list(SCANS)
+
+
+def _arch(
+    d_model: int, d_state: int, d_conv: int, expand: int, n_layers: int, **more: object
+) -> MambaTrainParams:
+    """The pipeline's Mamba params, resized (architecture fields only)."""
+    return dataclasses.replace(
+        MambaTrainParams(), d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+        n_layers=n_layers, **more,
+    )  # fmt: skip
+
+
 CHUNK = 8  # not a divisor of the lengths below, so the padded last chunk is exercised
 
 
@@ -143,7 +157,9 @@ def test_block_float32_and_float64() -> None:
 
 
 def test_classifier_per_step_outputs_are_causal() -> None:
-    model = build_mamba_classifier(3, 12, 8, 4, 3, 2, 2, scan="auto", seed=1, dtype="float64")
+    model = build_mamba_classifier(
+        3, 12, _arch(8, 4, 3, 2, 2, scan="auto"), seed=1, dtype="float64"
+    )
     per_step = keras.Model(model.input, model.get_layer("final_norm").output)
     rng = np.random.default_rng(8)
     x = rng.normal(size=(2, 12, 3))
@@ -209,7 +225,7 @@ def test_config_round_trip() -> None:
 
 def test_seeded_weights_reproducible() -> None:
     def weights(seed: int) -> list[np.ndarray]:
-        return build_mamba_classifier(3, 8, 8, 4, 3, 2, 1, seed=seed).get_weights()
+        return build_mamba_classifier(3, 8, _arch(8, 4, 3, 2, 1), seed=seed).get_weights()
 
     w0, w0b, w1 = weights(0), weights(0), weights(1)
     assert all(np.array_equal(a, b) for a, b in zip(w0, w0b, strict=True))
@@ -218,7 +234,9 @@ def test_seeded_weights_reproducible() -> None:
 
 # --------------------------------------------------------------------------- model
 def test_save_load_identical_predictions(tmp_path: Path) -> None:
-    model = build_mamba_classifier(4, 10, 8, 4, 3, 2, 2, scan="chunked", chunk_size=4, seed=2)
+    model = build_mamba_classifier(
+        4, 10, _arch(8, 4, 3, 2, 2, scan="chunked", chunk_size=4), seed=2
+    )
     x = np.random.default_rng(10).normal(size=(5, 10, 4)).astype(np.float32)
     path = tmp_path / "mamba.keras"
     model.save(path)
@@ -244,7 +262,7 @@ def test_fit_emits_no_build_warnings() -> None:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = build_mamba_classifier(4, 10, 8, 4, 3, 2, 2, seed=3)
+            model = build_mamba_classifier(4, 10, _arch(8, 4, 3, 2, 2), seed=3)
             model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
             rng = np.random.default_rng(11)
             x = rng.normal(size=(48, 10, 4)).astype(np.float32)

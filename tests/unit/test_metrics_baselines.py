@@ -80,7 +80,7 @@ def test_balanced_accuracy_metric_matches_sklearn() -> None:
 def test_oracle_gap_is_zero_for_the_oracle_and_negative_for_noise() -> None:
     import pandas as pd
 
-    from reprolab.validate.judge import oracle_gap
+    from reprolab.validate.oracle import oracle_gap
 
     g = np.random.default_rng(5)
     n = 4000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import pytest
 from reprolab.core.config import PinnTrainParams
 from reprolab.core.keras_io import save_keras_model
 from reprolab.datasets.options.blackscholes import GREEKS, bs_price_greeks
+from reprolab.models.pinn import maths
 from reprolab.models.pinn import model as pinn
 from reprolab.models.pinn import train as pinn_train
+from reprolab.models.pinn.numpy_model import NumpyPinn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +36,7 @@ def _points(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def model():
     """A small network with random (non-trivial) weights, including the output layer."""
-    m = pinn.build_pinn(hidden=16, depth=2, seed=3)
+    m = pinn.build_pinn(dataclasses.replace(PinnTrainParams(), hidden=16, depth=2), seed=3)
     g = np.random.default_rng(1)
     for v in m.trainable_variables:
         v.assign(g.normal(size=tuple(v.shape)) * 0.3)
@@ -48,7 +51,7 @@ def test_residual_of_closed_form_is_zero_with_analytic_derivatives() -> None:
     v_x = bs["delta"] * np.exp(p["x"])
     v_xx = bs["gamma"] * np.exp(2 * p["x"]) + v_x
     v_tau = -bs["theta"]
-    res = pinn.pde_residual(v, v_x, v_xx, v_tau, p["sigma"], p["r"])
+    res = maths.pde_residual(v, v_x, v_xx, v_tau, p["sigma"], p["r"])
     assert np.max(np.abs(res)) < 1e-10
 
 
@@ -64,14 +67,14 @@ def test_residual_of_closed_form_is_zero_with_finite_differences() -> None:
     v_x = (v(x + h, tau) - v(x - h, tau)) / (2 * h)
     v_xx = (v(x + h, tau) - 2 * v0 + v(x - h, tau)) / h**2
     v_tau = (v(x, tau + h) - v(x, tau - h)) / (2 * h)
-    res = pinn.pde_residual(v0, v_x, v_xx, v_tau, p["sigma"], p["r"])
+    res = maths.pde_residual(v0, v_x, v_xx, v_tau, p["sigma"], p["r"])
     assert np.max(np.abs(res)) < 1e-5
 
 
 def test_model_residual_matches_its_derivatives(model) -> None:
     p = _points(200)
     d = model.derivatives(p["x"], p["tau"], p["sigma"], p["r"])
-    want = pinn.pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], p["sigma"], p["r"])
+    want = maths.pde_residual(d["v"], d["v_x"], d["v_xx"], d["v_tau"], p["sigma"], p["r"])
     np.testing.assert_allclose(model.residual(**p), want, rtol=1e-12, atol=1e-12)
 
 
@@ -123,7 +126,7 @@ def test_autodiff_greeks_equal_finite_differences_of_the_price(model) -> None:
 # --------------------------------------------------------------------------- serving path
 def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
     path = pinn.export_weights(model, tmp_path / "pinn.npz")
-    served = pinn.NumpyPinn.load(path)
+    served = NumpyPinn.load(path)
     p = _points(1000, seed=7)
     p["tau"][:10] = 1.0 / 365.0  # the shortest maturities, where gamma is largest
     S, K = 50.0 * np.exp(p["x"]), 50.0
@@ -135,7 +138,7 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
             assert np.max(np.abs(got[name] - want[name]) / scale) < 1e-6, (kind, name)
     np.testing.assert_allclose(served.residual(**p), model.residual(**p), rtol=1e-9, atol=1e-9)
     whole, chunked = served.derivatives(**p), served.derivatives(**p, chunk=128)
-    for k in pinn.DERIVATIVES:
+    for k in maths.DERIVATIVES:
         np.testing.assert_array_equal(whole[k], chunked[k])
     # one contract: Keras's fixed-signature XLA function, numpy's single-row float path
     batch = model.greeks(S[:3], K, p["tau"][:3], p["sigma"][:3], p["r"][:3], "put")
@@ -143,7 +146,7 @@ def test_numpy_path_equals_keras_path(model, tmp_path: Path) -> None:
         args = (float(S[i]), K, float(p["tau"][i]), float(p["sigma"][i]), float(p["r"][i]))
         one = model.greeks(*args, "put")
         d = served.scalar_derivatives(np.log(args[0] / K), *args[2:])
-        fast = pinn.greeks_from_derivatives(d, np.log(args[0] / K), args[2], args[4], K, "put")
+        fast = maths.greeks_from_derivatives(d, np.log(args[0] / K), args[2], args[4], K, "put")
         for name in GREEKS:
             scale = max(1.0, abs(batch[name][i]))
             assert abs(one[name][0] - batch[name][i]) / scale < 1e-12, name
@@ -185,7 +188,7 @@ def test_shared_objects_are_numbered_not_named_by_address() -> None:
 
 
 def test_exported_file_is_small(tmp_path: Path) -> None:
-    m = pinn.build_pinn(**{k: getattr(PinnTrainParams(), k) for k in ("hidden", "depth")})
+    m = pinn.build_pinn(PinnTrainParams())
     path = pinn.export_weights(m, tmp_path / "pinn.npz")
     assert path.stat().st_size <= 1_000_000
 
@@ -193,7 +196,7 @@ def test_exported_file_is_small(tmp_path: Path) -> None:
 def test_numpy_path_does_not_import_tensorflow(model, tmp_path: Path) -> None:
     path = pinn.export_weights(model, tmp_path / "pinn.npz")
     code = (
-        "import sys; from reprolab.models.pinn.model import NumpyPinn; "
+        "import sys; from reprolab.models.pinn.numpy_model import NumpyPinn; "
         f"m = NumpyPinn.load({str(path)!r}); m.greeks(1.0, 1.0, 0.5, 0.2, 0.01); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
@@ -206,9 +209,9 @@ def test_keras_round_trip_gives_identical_predictions(model, tmp_path: Path) -> 
     p = _points(300, seed=9)
     a = model.derivatives(**p)
     b = loaded.derivatives(**p)
-    for k in pinn.DERIVATIVES:
+    for k in maths.DERIVATIVES:
         np.testing.assert_array_equal(a[k], b[k])
-    coords = np.stack([p[k] for k in pinn.COORDS], axis=1)
+    coords = np.stack([p[k] for k in maths.COORDS], axis=1)
     np.testing.assert_array_equal(model(coords).numpy(), loaded(coords).numpy())
     np.testing.assert_array_equal(
         model.predict(coords, verbose=0), loaded.predict(coords, verbose=0)
@@ -296,7 +299,7 @@ def test_training_is_deterministic_and_reduces_the_loss(reference, tmp_path: Pat
     assert a.rar_points.shape == (16, 4)
     # refinement points are fresh draws from the training domain, never the held-out band
     assert (a.rar_points[:, 2] < 0.7).all()
-    pool = {tuple(p) for p in pinn.frame_coords(_collocation(13)["interior"])}
+    pool = {tuple(p) for p in maths.frame_coords(_collocation(13)["interior"])}
     assert not any(tuple(p) in pool for p in a.rar_points)
 
     phases = [s[0] for s in seen]

@@ -28,6 +28,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
 
+from reprolab.core.config import CetModelParams
 from reprolab.core.errors import DependencyError, ValidationError
 from reprolab.core.io import atomic_write_text
 
@@ -79,21 +80,17 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 
 # --------------------------------------------------------------------------- base model
 def build_base_model(
+    m: CetModelParams,
     *,
     vocab_size: int,
-    arch: Arch,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    intermediate_size: int,
-    max_positions: int,
     pad_id: int,
     bos_id: int,
     eos_id: int,
     seed: int,
 ) -> PreTrainedModel:
-    """A freshly initialised float32 causal LM (tied embeddings); same seed -> same weights."""
+    """A freshly initialised float32 causal LM (tied embeddings) shaped by ``m``; the token
+    ids come from the tokenizer. Same seed -> same weights."""
+    arch, hidden_size, num_heads, num_kv_heads = m.arch, m.hidden_size, m.num_heads, m.num_kv_heads
     if arch not in ARCHS:
         raise ValidationError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
     if hidden_size % num_heads or num_heads % num_kv_heads:
@@ -104,11 +101,11 @@ def build_base_model(
     config = ARCHS[arch](
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
+        num_hidden_layers=m.num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=max_positions,
+        intermediate_size=m.intermediate_size,
+        max_position_embeddings=m.max_positions,
         pad_token_id=pad_id,
         bos_token_id=bos_id,
         eos_token_id=eos_id,

@@ -35,287 +35,43 @@ import contextlib
 import copy
 import json
 import shutil
-import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from reprolab.core import paths
-from reprolab.core.config import CetAdapterParams, CetPhaseParams, CetTrainParams, Params
-from reprolab.datasets.contexts.metrics import context_report
-from reprolab.datasets.contexts.render import OTHER_PROGRAM_ROLES, assemble_context
+from reprolab.core.config import CetPhaseParams, Params
 from reprolab.core.errors import DependencyError, PipelineError
 from reprolab.core.io import atomic_dir, write_json
-from reprolab.datasets.contexts.steps import TOKENIZER, baseline_contexts, read_features
-from reprolab.core.resources import StageResources, rss_bytes
+from reprolab.core.report import LiveLog, rounded
+from reprolab.core.resources import StageResources
 from reprolab.core.seeding import int_seed, rng
+from reprolab.datasets.contexts.metrics import context_report
+from reprolab.datasets.contexts.render import assemble_context
+from reprolab.datasets.contexts.steps import TOKENIZER, baseline_contexts, read_features
 from reprolab.guard.checkpoint import train_fingerprint
 from reprolab.guard.signals import TrainingInterrupted
+from reprolab.models.cet.data import Data, micro_batches
+from reprolab.models.cet.evaluate import Decoder, group_labels, pass_rates
+from reprolab.models.cet.probe import adapter_probe, probe_quality, rss_mib
+from reprolab.models.cet.steps import (
+    attach_configured,
+    finite_step,
+    load_trainable,
+    make_optimizer,
+    phase_scheduler,
+    supervised_step,
+    trainable_state,
+)
 
 MODEL = "cet"
 MODEL_DIR = paths.model_dir(MODEL)
 METRICS_DIR = paths.train_metrics(MODEL)
 CHECKPOINTS = paths.checkpoints(MODEL)
-GOALS = {"pass_rate": (">=", 0.95), "compression": ("<=", 0.3)}
 MIB = 1024 * 1024
-
-
-# --------------------------------------------------------------------------- data
-class Data:
-    """A tokenised split: the CET's unit is one raw line (prompt ids, target ids, flattened
-    over the split's programs); the programs keep their tests and gold context.
-
-    ``encode`` (a function of raw, name, labels) re-tokenises the texts: a base model named in
-    ``train.cet.base_model`` brings its own tokenizer, which the stored ids do not match.
-    """
-
-    def __init__(self, frame: pd.DataFrame, encode: Any = None) -> None:
-        self.frame = frame.reset_index(drop=True)
-        if encode is None:
-            per_program = zip(
-                self.frame["line_prompt_ids"], self.frame["line_target_ids"], strict=True
-            )
-        else:
-            encoded = [
-                encode(r, n, json.loads(labels))
-                for r, n, labels in zip(
-                    self.frame["raw"], self.frame["name"], self.frame["line_labels"], strict=True
-                )
-            ]
-            per_program = ((e["prompt_ids"], e["target_ids"]) for e in encoded)
-        prompts: list[list[int]] = []
-        targets: list[list[int]] = []
-        self.spans: list[tuple[int, int]] = []  # each program's lines: prompts[start:end]
-        for program_prompts, program_targets in per_program:
-            start = len(prompts)
-            prompts.extend(list(map(int, p)) for p in program_prompts)
-            targets.extend(list(map(int, t)) for t in program_targets)
-            self.spans.append((start, len(prompts)))
-        # Lines that name another program: they look like requirements and carry no label.
-        other_program = np.array(
-            [r in OTHER_PROGRAM_ROLES for x in self.frame["line_roles"] for r in json.loads(x)]
-        )
-        self._set_lines(prompts, targets, other_program)
-        self.tests = list(self.frame["tests"])
-        self.gold = list(self.frame["gold"])
-        self.names = list(self.frame["name"])
-
-    @classmethod
-    def from_lines(
-        cls, prompts: list[list[int]], targets: list[list[int]], other_program: np.ndarray
-    ) -> Data:
-        """Lines only, without programs (a DDP rank needs no more to draw its batches)."""
-        data = cls.__new__(cls)
-        data._set_lines(prompts, targets, other_program)
-        return data
-
-    def _set_lines(
-        self, prompts: list[list[int]], targets: list[list[int]], other_program: np.ndarray
-    ) -> None:
-        self.prompts, self.targets, self.other_program = prompts, targets, other_program
-        self.labelled = np.array([len(t) > 1 for t in targets], dtype=bool)  # more than eos
-
-    def __len__(self) -> int:
-        """The number of lines (supervised examples)."""
-        return len(self.prompts)
-
-    @property
-    def programs(self) -> int:
-        return len(self.spans)
-
-    def lines(self, programs: Sequence[int]) -> list[int]:
-        """The line indices of ``programs``, program by program, in line order."""
-        return [i for p in programs for i in range(*self.spans[p])]
-
-    def batch(
-        self, seed: int, phase: str, step: int, size: int, weights: tuple[float, float] = (1, 1)
-    ) -> np.ndarray:
-        """Line indices of ``step``: a function of (seed, phase, step) only, so resumable.
-
-        ``weights = (label, other_program)``: a line that carries a label, and one that names
-        another program, is that many times as likely to be drawn as noise.
-        """
-        p = None
-        if tuple(weights) != (1, 1):
-            p = np.where(self.labelled, weights[0], np.where(self.other_program, weights[1], 1.0))
-        return _draw(seed, phase, step, size, len(self), p)
-
-    def program_batch(self, seed: int, phase: str, step: int, size: int) -> np.ndarray:
-        """Program indices of ``step`` (SCST rewards whole programs)."""
-        return _draw(seed, phase, step, size, self.programs)
-
-
-def _draw(
-    seed: int, phase: str, step: int, size: int, n: int, weights: np.ndarray | None = None
-) -> np.ndarray:
-    gen = rng(seed, "cet", phase, step)
-    p = None if weights is None else weights / weights.sum()
-    return np.sort(gen.choice(n, size=min(size, n), replace=False, p=p))
-
-
-def _micro(rows: np.ndarray, micro_batch: int) -> Iterator[np.ndarray]:
-    for i in range(0, len(rows), micro_batch):
-        yield rows[i : i + micro_batch]
-
-
-# --------------------------------------------------------------------------- steps
-def _optimizer(model: Any, lr: float) -> Any:
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-
-
-def _scheduler(optimizer: Any, p: CetPhaseParams) -> Any:
-    from reprolab.guard.torch import lr_multiplier, make_scheduler
-
-    return make_scheduler(
-        optimizer,
-        lambda step: lr_multiplier(step, p.steps, p.schedule, p.warmup_steps, p.min_lr_ratio),
-    )
-
-
-def _finite_step(model: Any, optimizer: Any, clip: float) -> float:
-    """Clip, check, update: a non-finite gradient raises before anything changes."""
-    import torch
-
-    from reprolab.guard.torch import NonFiniteStep
-
-    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
-    norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-    if not np.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteStep(f"gradient norm {norm}")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return norm
-
-
-def _supervised_step(
-    model: Any,
-    optimizer: Any,
-    data: Data,
-    rows: np.ndarray,
-    micro_batch: int,
-    pad_id: int,
-    lm: bool,
-) -> dict[str, float]:
-    """One optimizer step over ``rows`` (accumulated in micro-batches), token-weighted."""
-    from reprolab.models.cet.model import causal_lm_loss, collate, lm_collate
-    from reprolab.guard.torch import NonFiniteStep
-
-    optimizer.zero_grad(set_to_none=True)
-    if lm:
-        seqs = [data.prompts[i] + data.targets[i] for i in rows]
-        weights = [len(s) - 1 for s in seqs]
-    else:
-        weights = [len(data.targets[i]) for i in rows]
-    total_tokens = float(sum(weights))
-    loss_sum = 0.0
-    for part in _micro(rows, micro_batch):
-        if lm:
-            batch = lm_collate([data.prompts[i] + data.targets[i] for i in part], pad_id)
-            tokens = sum(len(data.prompts[i]) + len(data.targets[i]) - 1 for i in part)
-        else:
-            batch = collate([(data.prompts[i], data.targets[i]) for i in part], pad_id)
-            tokens = sum(len(data.targets[i]) for i in part)
-        loss = causal_lm_loss(model, batch)
-        if not bool(loss.isfinite()):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteStep(f"loss {float(loss)}")
-        (loss * (tokens / total_tokens)).backward()
-        loss_sum += float(loss.detach()) * tokens
-    norm = _finite_step(model, optimizer, clip=1.0)
-    return {"loss": loss_sum / total_tokens, "grad_norm": norm}
-
-
-def _trainable_state(model: Any) -> dict[str, Any]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def _load_trainable(model: Any, state: dict[str, Any]) -> None:
-    import torch
-
-    named = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in state.items():
-            named[k].copy_(v)
-
-
-def attach_configured(
-    model: Any, base_dir: Path, a: CetAdapterParams, method: str, seed: int
-) -> Any:
-    """``train.cet.adapter`` adapters with ``method``: QLoRA loads its 4-bit base from
-    ``base_dir``; LoRA wraps ``model`` in place."""
-    from reprolab.models.cet.model import attach_adapters
-
-    return attach_adapters(
-        base_dir if method == "qlora" else model,
-        method=method,  # type: ignore[arg-type]
-        r=a.r,
-        alpha=a.alpha,
-        dropout=a.dropout,
-        target_modules=list(a.target_modules),
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------- decoding
-class Decoder:
-    """Greedy labels for line prompts, as text, in batches of ``eval_batch_size``; and the
-    engineered context of whole programs (their lines' labels, assembled)."""
-
-    def __init__(self, model: Any, tokenizer: Any, ids: dict[str, int], t: CetTrainParams):
-        self.model, self.tokenizer, self.ids, self.t = model, tokenizer, ids, t
-
-    def ids_to_text(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(
-            [i for i in ids if i != self.ids["eos"]], skip_special_tokens=True
-        )
-
-    def greedy(self, prompts: Sequence[list[int]]) -> list[list[int]]:
-        from reprolab.models.cet.model import generate
-
-        out: list[list[int]] = []
-        size = self.t.eval_batch_size
-        for i in range(0, len(prompts), size):
-            out.extend(
-                generate(
-                    self.model,
-                    prompts[i : i + size],
-                    max_new_tokens=self.t.max_new_tokens,
-                    eos_id=self.ids["eos"],
-                    pad_id=self.ids["pad"],
-                    greedy=True,
-                )
-            )
-        return out
-
-    def labels(self, data: Data, programs: Sequence[int]) -> list[list[str]]:
-        """The greedy label of every line of ``programs``, grouped by program."""
-        texts = [
-            self.ids_to_text(o)
-            for o in self.greedy([data.prompts[i] for i in data.lines(programs)])
-        ]
-        return group_labels(data, programs, texts)
-
-
-def group_labels(data: Data, programs: Sequence[int], texts: Sequence[str]) -> list[list[str]]:
-    """Flat per-line texts (``data.lines(programs)`` order) split back into programs."""
-    out, start = [], 0
-    for p in programs:
-        n = data.spans[p][1] - data.spans[p][0]
-        out.append(list(texts[start : start + n]))
-        start += n
-    return out
-
-
-def pass_rates(reconstructor: Any, contexts: Sequence[str], tests: Sequence[str]) -> list[float]:
-    return reconstructor.score_many(list(zip(contexts, tests, strict=True)))
 
 
 # --------------------------------------------------------------------------- phases
@@ -326,7 +82,7 @@ class CetTrainer:
         self,
         params: Params,
         res: StageResources,
-        live: Any,
+        live: LiveLog,
         reconstructor: Any,
         checkpoint_dir: Path = CHECKPOINTS,
     ) -> None:
@@ -366,14 +122,10 @@ class CetTrainer:
         self.line_weights = (self.t.label_weight, self.t.other_program_weight)
         self.events: list[str] = []
         self.seconds: dict[str, float] = {}
-        self.live_step = 0
 
     # ---------------------------------------------------------------- logging
     def log(self, phase: str, logs: dict[str, float]) -> None:
-        for key, value in sorted(logs.items()):
-            self.live.log_metric(f"{phase}/{key}", float(value))
-        self.live.next_step()
-        self.live_step += 1
+        self.live.step({f"{phase}/{key}": value for key, value in logs.items()})
 
     def _phase(
         self,
@@ -387,14 +139,14 @@ class CetTrainer:
         stop: Any = None,
     ) -> None:
         """``p.steps`` guarded steps; the phase's schedule advances after every step."""
-        from reprolab.models.cet.model import rng_state, set_rng_state
         from reprolab.guard.torch import guarded_steps, set_lr
+        from reprolab.models.cet.model import rng_state, set_rng_state
 
-        scheduler = _scheduler(optimizer, p)
+        scheduler = phase_scheduler(optimizer, p)
 
         def state() -> dict[str, Any]:
             out = {
-                "weights": _trainable_state(model),
+                "weights": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
@@ -404,7 +156,7 @@ class CetTrainer:
             return out
 
         def restore(saved: dict[str, Any]) -> None:
-            _load_trainable(model, saved["weights"])
+            load_trainable(model, saved["weights"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             set_rng_state(saved["rng"])
@@ -451,16 +203,9 @@ class CetTrainer:
         if t.base_model:
             model = load_base_model(t.base_model)
         else:
-            m = t.model
             model = build_base_model(
+                t.model,
                 vocab_size=len(self.tokenizer),
-                arch=m.arch,
-                hidden_size=m.hidden_size,
-                num_layers=m.num_layers,
-                num_heads=m.num_heads,
-                num_kv_heads=m.num_kv_heads,
-                intermediate_size=m.intermediate_size,
-                max_positions=m.max_positions,
                 pad_id=self.ids["pad"],
                 bos_id=self.ids["bos"],
                 eos_id=self.ids["eos"],
@@ -472,11 +217,11 @@ class CetTrainer:
     def _supervised(self, phase: str, model: Any, p: CetPhaseParams, lm: bool) -> None:
         """A supervised phase: LM loss on every token (``lm``) or on the target only."""
         model.train()
-        optimizer = _optimizer(model, p.learning_rate)
+        optimizer = make_optimizer(model, p.learning_rate)
 
         def step_fn(step: int, micro: int) -> dict[str, float]:
             rows = self.train.batch(self.seed, phase, step, p.batch_size, self.line_weights)
-            return _supervised_step(model, optimizer, self.train, rows, micro, self.ids["pad"], lm)
+            return supervised_step(model, optimizer, self.train, rows, micro, self.ids["pad"], lm)
 
         self._phase(phase, model, optimizer, p, step_fn)
 
@@ -500,8 +245,9 @@ class CetTrainer:
         """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.guard.ddp`)."""
         import torch
 
-        from reprolab.guard.ddp import launch
         from reprolab.guard.checkpoint import text_fingerprint
+        from reprolab.guard.ddp import launch
+        from reprolab.models.cet.ddp import ddp_sft_job
 
         t = self.t  # params validation guarantees a row per process (sft.batch_size >= nproc)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -547,7 +293,7 @@ class CetTrainer:
                 f"ddp: the ranks trained {out['method']} adapters, the stage holds "
                 f"{adapter_method}: bitsandbytes differs between processes"
             )
-        _load_trainable(model, out["weights"])
+        load_trainable(model, out["weights"])
         for logs in out["logs"]:
             self.log("sft", logs)
         self.seconds["sft"] = time.perf_counter() - start
@@ -572,7 +318,7 @@ class CetTrainer:
 
         t, s = self.t, self.t.scst
         model.train()
-        optimizer = _optimizer(model, s.learning_rate)
+        optimizer = make_optimizer(model, s.learning_rate)
         decoder = Decoder(model, self.tokenizer, self.ids, t)
         gen = torch.Generator().manual_seed(int_seed(self.seed, "scst", "sampling"))
         val_rows = np.sort(
@@ -580,7 +326,7 @@ class CetTrainer:
         )
         track: dict[str, Any] = {"rollbacks": 0, "curve": []}
         track["best"] = self.val_pass_rate(decoder, val_rows) if s.steps else 0.0
-        track["good"] = {"weights": _trainable_state(model), "optimizer": None}
+        track["good"] = {"weights": trainable_state(model), "optimizer": None}
         track["curve"].append({"step": 0, "val_pass_rate": track["best"]})
 
         def extra_get() -> dict[str, Any]:
@@ -601,7 +347,7 @@ class CetTrainer:
             optimizer.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "reward_sample": 0.0, "reward_greedy": 0.0}
             sums.update(advantage=0.0, kl=0.0)
-            for part in _micro(programs, micro):
+            for part in micro_batches(programs, micro):
                 lines = self.train.lines(part)
                 prompts = [self.train.prompts[i] for i in lines]
                 tests = [self.train.tests[i] for i in part]
@@ -643,7 +389,7 @@ class CetTrainer:
                 sums["reward_greedy"] += float(np.mean(r_g)) * share
                 sums["advantage"] += float(np.mean(r_s) - np.mean(r_g)) * share
                 sums["kl"] += stats["kl"] * share
-            norm = _finite_step(model, optimizer, s.grad_clip)
+            norm = finite_step(model, optimizer, s.grad_clip)
             return {**sums, "grad_norm": norm, "cache_hit_rate": self.rec.hit_rate}
 
         def after_step(step: int, lr: float) -> float | None:
@@ -655,7 +401,7 @@ class CetTrainer:
             under = track["best"] >= s.rollback_floor > rate
             logs = {"val_pass_rate": rate, "rollbacks": track["rollbacks"]}
             if fell or under:
-                _load_trainable(model, track["good"]["weights"])
+                load_trainable(model, track["good"]["weights"])
                 if track["good"]["optimizer"] is not None:
                     optimizer.load_state_dict(track["good"]["optimizer"])
                 new_lr = lr * s.rollback_lr_factor
@@ -669,7 +415,7 @@ class CetTrainer:
             elif rate >= track["best"]:
                 track["best"] = rate
                 track["good"] = {
-                    "weights": _trainable_state(model),
+                    "weights": trainable_state(model),
                     "optimizer": copy.deepcopy(optimizer.state_dict()),
                 }
             track["curve"].append({"step": step + 1, **logs})
@@ -681,7 +427,7 @@ class CetTrainer:
 
         self._phase("scst", model, optimizer, s, step_fn, (extra_get, extra_set), after_step, stop)
         # End on the best validated state (the last check may not have been the best).
-        _load_trainable(model, track["good"]["weights"])
+        load_trainable(model, track["good"]["weights"])
         return {
             "val_pass_rate_best": round(track["best"], 4),
             "rollbacks": track["rollbacks"],
@@ -726,76 +472,17 @@ class CetTrainer:
         return report
 
 
-def _rss_mib() -> float:
-    return round(rss_bytes() / MIB, 1)
-
-
-def adapter_probe(trainer: CetTrainer, base: Any, base_dir: Path) -> dict[str, Any]:
-    """Trainable share, weight bytes, SFT step time and peak memory of LoRA and QLoRA on the
-    same base. The peak is the growth of this process's peak RSS while the method's model is
-    built (a float copy of the base, or the 4-bit base loaded from ``base_dir``) and trained
-    for the probe steps: model, adapters, optimizer state and activations together."""
-    from reprolab.models.cet.model import trainable_parameters
-    from reprolab.core.resources import own_peak_rss_bytes, reset_peak_rss
-
-    out: dict[str, Any] = {}
-    steps = trainer.t.qlora_probe_steps
-    for method in ("lora", "qlora"):
-        resettable = reset_peak_rss()
-        rss_before = rss_bytes()
-        # QLoRA loads its own 4-bit base from base_dir; LoRA trains a float copy.
-        model = trainer.attach(copy.deepcopy(base) if method == "lora" else None, base_dir, method)
-        peft = model.model
-        trainable, total = trainable_parameters(peft)
-        weight_bytes = sum(p.numel() * p.element_size() for p in peft.parameters())
-        optimizer = _optimizer(peft, trainer.t.sft.learning_rate)
-        start = time.perf_counter()
-        tokens = 0  # prompt and target tokens through the model (padding not counted)
-        for step in range(steps):
-            rows = trainer.train.batch(trainer.seed, "probe", step, trainer.t.sft.batch_size)
-            tokens += sum(
-                len(trainer.train.prompts[i]) + len(trainer.train.targets[i]) for i in rows
-            )
-            _supervised_step(
-                peft, optimizer, trainer.train, rows, len(rows), trainer.ids["pad"], lm=False
-            )
-        seconds = time.perf_counter() - start
-        out[method] = {
-            "method_used": model.method,
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "trainable_share": round(trainable / total, 6),
-            "weight_bytes": int(weight_bytes),
-            "probe_steps": steps,
-            "seconds_per_step": round(seconds / steps, 4) if steps else None,
-            "train_tokens_per_s": round(tokens / seconds) if steps else None,
-        }
-        peak = own_peak_rss_bytes()
-        out[method]["peak_rss_growth_mib"] = (
-            round((peak - rss_before) / MIB, 1) if resettable and peak is not None else None
-        )
-        del model, peft, optimizer
-    return out
-
-
-def _quality(probe: dict[str, Any]) -> dict[str, Any]:
-    """The deterministic part of the probe (the rest is timing: speed.json)."""
-    keep = ("method_used", "trainable_parameters", "total_parameters", "trainable_share")
-    return {m: {k: v[k] for k in keep} for m, v in probe.items()}
-
-
 def train(params: Params, res: StageResources) -> None:
-    from dvclive import Live
     from transformers.utils import logging as hf_logging
 
-    from reprolab.models.cet.model import save_adapter, set_determinism
     from reprolab.datasets.contexts.reconstruct import Reconstructor
+    from reprolab.models.cet.model import save_adapter, set_determinism
 
     hf_logging.disable_progress_bar()  # our own bars (tqdm) tell the story
     t = params.train.cet
     seed = int_seed(params.seed, "train", MODEL)
     set_determinism(seed, t.threads)
-    live = Live(dir=str(METRICS_DIR / "live"), dvcyaml=False, save_dvc_exp=False)
+    live = LiveLog(METRICS_DIR / "live")
     start = time.perf_counter()
     with Reconstructor(workers=t.reconstruct_workers) as rec:
         trainer = CetTrainer(params, res, live, rec)
@@ -821,113 +508,19 @@ def train(params: Params, res: StageResources) -> None:
         "margin_over_heuristic": round(cet["pass_rate"] - evaluation["heuristic"]["pass_rate"], 4),
         "scst": scst,
         "adapter_method": adapted.method,
-        "adapters": _quality(probe),
+        "adapters": probe_quality(probe),
         "cache_hit_rate": round(rec.hit_rate, 4),
-        "goals": {
-            k: {
-                "goal": f"{op} {bound}",
-                "reached": cet[k],
-                "met": bool(cet[k] >= bound if op == ">=" else cet[k] <= bound),
-            }
-            for k, (op, bound) in GOALS.items()
-        },
         "events": trainer.events,
     }
-    write_json(METRICS_DIR / "metrics.json", report)
+    write_json(METRICS_DIR / "metrics.json", rounded(report))
     write_json(
         METRICS_DIR / "speed.json",
         {
             "train_seconds": round(seconds, 3),
             "phase_seconds": {k: round(v, 3) for k, v in trainer.seconds.items()},
             "adapters": probe,
-            "rss_mib_at_end": _rss_mib(),
+            "rss_mib_at_end": rss_mib(),
         },
     )
     with contextlib.suppress(OSError):
         shutil.rmtree(CHECKPOINTS)
-
-
-def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
-    """One DDP rank of phase 2: the same adapters, its shard of every step's batch.
-
-    Rank 0 checkpoints every ``checkpoint_every`` steps (weights, optimizer, scheduler, every
-    rank's RNG state, the logs so far); a run with the same fingerprint resumes there. A
-    signal on any rank stops every rank after the same step, with a checkpoint.
-    """
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    from reprolab.guard.ddp import agree, save_rank0, shard
-    from reprolab.models.cet.model import load_base_model, rng_state, set_determinism, set_rng_state
-    from reprolab.guard.checkpoint import load_torch
-    from reprolab.guard.signals import signals_to_flag
-
-    job = torch.load(job_path, weights_only=False)
-    set_determinism(job["seed"], job["threads"])
-    a, p, base_dir = job["adapter"], job["sft"], Path(job["base_dir"])
-    # The same adapters as the stage's own model: LoRA on the float base, or QLoRA.
-    base = None if job["method"] == "qlora" else load_base_model(base_dir)
-    adapted = attach_configured(base, base_dir, a, job["method"], job["seed"])
-    model = adapted.model
-    model.train()
-    ddp = DistributedDataParallel(model)
-    optimizer = _optimizer(model, p.learning_rate)
-    scheduler = _scheduler(optimizer, p)
-    data = Data.from_lines(job["prompts"], job["targets"], job["other_program"])
-    checkpoint, every = Path(job["checkpoint"]), job["checkpoint_every"]
-    logs: list[dict[str, float]] = []
-    events: list[str] = []
-    first = 0
-    saved = load_torch(checkpoint, job["fingerprint"], events.append)
-    if saved is not None:
-        _load_trainable(model, saved["weights"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"][rank])
-        first, logs = saved["next_step"], saved["logs"]
-        events.append(f"resumed from {checkpoint} at step {first + 1}/{p.steps}")
-
-    def save(next_step: int) -> None:
-        rngs: list[Any] = [None] * world
-        dist.all_gather_object(rngs, rng_state())
-        state = {
-            "next_step": next_step,
-            "weights": _trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rngs,
-            "logs": logs,
-        }
-        save_rank0(rank, job["fingerprint"], state, checkpoint)
-
-    interrupted = None
-    with signals_to_flag(events) as flag:
-        for step in range(first, p.steps):
-            rows = data.batch(job["seed"], "sft", step, p.batch_size, job["line_weights"])
-            rows = shard(rows, rank, world)
-            out = _supervised_step(ddp, optimizer, data, rows, len(rows), job["pad_id"], lm=False)
-            logs.append({**out, "lr": optimizer.param_groups[0]["lr"]})
-            scheduler.step()
-            if agree(flag.signum is not None):
-                save(step + 1)
-                interrupted = (step + 1, int(flag.signum or signal.SIGTERM))
-                break
-            if (step + 1) % every == 0 and step + 1 < p.steps:
-                save(step + 1)
-    weights = _trainable_state(model)
-    if interrupted is None:
-        # DDP's promise, checked: every rank ends with the very same adapter weights.
-        digest = torch.tensor([float(sum(float(v.double().sum()) for v in weights.values()))])
-        gathered = [torch.zeros(1, dtype=digest.dtype) for _ in range(world)]
-        dist.all_gather(gathered, digest)
-        if any(not torch.equal(g, gathered[0]) for g in gathered):
-            raise PipelineError(f"ddp: ranks disagree on the adapter weights: {gathered}")
-    result = {
-        "weights": weights,
-        "logs": logs,
-        "method": adapted.method,
-        "events": events,
-        "interrupted": interrupted,
-    }
-    save_rank0(rank, job["fingerprint"], result, Path(job["result"]))

@@ -15,7 +15,7 @@ class BalancedAccuracy(keras.metrics.Metric):
         self.threshold = threshold
         self.counts = self.add_variable(shape=(4,), initializer="zeros", name="counts")
 
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:  # noqa: ANN001
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         y = ops.cast(ops.cast(ops.reshape(y_true, (-1,)), "float32") > 0.5, "float32")
         p = ops.cast(ops.cast(ops.reshape(y_pred, (-1,)), "float32") > self.threshold, "float32")
         tp = ops.sum(y * p)
@@ -24,7 +24,7 @@ class BalancedAccuracy(keras.metrics.Metric):
         fp = ops.sum((1.0 - y) * p)
         self.counts.assign_add(ops.stack([tp, fn, tn, fp]))
 
-    def result(self):  # noqa: ANN201
+    def result(self):
         tp, fn, tn, fp = (self.counts[i] for i in range(4))
         tpr = ops.divide_no_nan(tp, tp + fn)
         tnr = ops.divide_no_nan(tn, tn + fp)

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from reprolab.core.config import MambaTrainParams
 from reprolab.core.seeding import int_seed
 
 ScanFn = Callable[..., tf.Tensor]
@@ -482,22 +483,18 @@ class MambaBlock(keras.layers.Layer):
 def build_mamba_classifier(
     n_features: int,
     window: int,
-    d_model: int,
-    d_state: int,
-    d_conv: int,
-    expand: int,
-    n_layers: int,
-    scan: str = "auto",
-    chunk_size: int = 16,
+    arch: MambaTrainParams,
     seed: int = 0,
     dtype: str | None = None,
 ) -> keras.Model:
     """Window (window, n_features) -> P(next return up), a pre-norm residual Mamba stack.
 
     Input -> Dense(d_model) -> n_layers x [RMSNorm -> MambaBlock -> + residual] -> RMSNorm ->
-    last step -> Dense(1, sigmoid). Every initialiser is seeded from ``seed``; ``dtype`` is a
+    last step -> Dense(1, sigmoid), sized by ``arch`` (d_model, d_state, d_conv, expand,
+    n_layers, scan, chunk_size). Every initialiser is seeded from ``seed``; ``dtype`` is a
     Keras dtype policy name for every layer (None: the global policy).
     """
+    d_model, n_layers = arch.d_model, arch.n_layers
     kw: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
     inputs = keras.Input(shape=(window, n_features), name="window", **kw)
     x = keras.layers.Dense(
@@ -510,11 +507,11 @@ def build_mamba_classifier(
         h = RMSNorm(name=f"norm_{i}", **kw)(x)
         h = MambaBlock(
             d_model,
-            d_state=d_state,
-            d_conv=d_conv,
-            expand=expand,
-            scan=scan,
-            chunk_size=chunk_size,
+            d_state=arch.d_state,
+            d_conv=arch.d_conv,
+            expand=arch.expand,
+            scan=arch.scan,
+            chunk_size=arch.chunk_size,
             seed=int_seed(seed, "mamba", i),
             name=f"mamba_{i}",
             **kw,

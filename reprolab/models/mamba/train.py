@@ -18,12 +18,12 @@ import pandas as pd
 
 from reprolab.core import paths
 from reprolab.core.config import MambaTrainParams, Params
-from reprolab.datasets.markets.windows import materialize
 from reprolab.core.io import locked_update, read_json, read_parquet, write_json
-from reprolab.core.report import classification_report, rounded
 from reprolab.core.keras_io import save_keras_model
+from reprolab.core.report import LiveLog, classification_report, keras_names, rounded
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.core.seeding import int_seed, rng
+from reprolab.datasets.markets.windows import materialize
 from reprolab.guard.checkpoint import train_fingerprint
 
 MODEL = "mamba"
@@ -79,35 +79,10 @@ def load_splits(budget: MemoryBudget) -> tuple[dict[str, Split], list[str], int]
     return out, names, window
 
 
-def _live_logger(directory: Path) -> tuple[Any, Callable[[int, dict[str, float]], None]]:
-    from dvclive import Live
-
-    live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
-
-    def log(epoch: int, logs: dict[str, float]) -> None:
-        for key, value in sorted(logs.items()):
-            split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-            live.log_metric(f"{split}/{metric}", float(value))
-        live.next_step()
-
-    return live, log
-
-
 def _build_mamba(t: MambaTrainParams, n_features: int, window: int, seed: int) -> Callable:
     from reprolab.models.mamba.model import build_mamba_classifier
 
-    return lambda: build_mamba_classifier(
-        n_features,
-        window,
-        d_model=t.d_model,
-        d_state=t.d_state,
-        d_conv=t.d_conv,
-        expand=t.expand,
-        n_layers=t.n_layers,
-        scan=t.scan,
-        chunk_size=t.chunk_size,
-        seed=seed,
-    )
+    return lambda: build_mamba_classifier(n_features, window, t, seed=seed)
 
 
 def _fit(
@@ -121,10 +96,11 @@ def _fit(
     verbose: int | None = None,
 ) -> tuple[Any, dict[str, Any], float]:
     """Train under the guard; returns (model, training summary, seconds per step)."""
-    from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
     from reprolab.guard.keras import train_guarded
+    from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
 
-    live, log = _live_logger(live_dir) if live_dir is not None else (None, None)
+    live = LiveLog(live_dir) if live_dir is not None else None
+    log = (lambda epoch, logs: live.step(keras_names(logs))) if live is not None else None
     if verbose is None:  # a bar per batch on a terminal, a line per epoch in logs and CI
         verbose = 1 if sys.stderr.isatty() else 2
     start = time.perf_counter()
@@ -177,9 +153,7 @@ def _reports(
     seed: int, name: str, data: dict[str, Split], probs: dict[str, np.ndarray], n: int
 ) -> dict[str, Any]:
     return {
-        split: rounded(
-            classification_report(data[split].y, probs[split], n, rng(seed, MODEL, name, split))
-        )
+        split: classification_report(data[split].y, probs[split], n, rng(seed, MODEL, name, split))
         for split in ("val", "test")
     }
 
@@ -261,7 +235,7 @@ def train(params: Params, res: StageResources) -> None:
         },
         "windows": {split: len(data[split].y) for split in SPLITS},
     }
-    write_json(METRICS_DIR / "metrics.json", report)
+    write_json(METRICS_DIR / "metrics.json", rounded(report))
     n_windows = len(data["train"].y) * summary["epochs_run"]
     write_json(
         METRICS_DIR / "speed.json",
@@ -357,17 +331,12 @@ def train_per_symbol(
             }
             for r in results
         },
-        "test": rounded(
-            classification_report(test.y, p_test, t.bootstrap, rng(seed, MODEL, "per_symbol"))
-        ),
+        "test": classification_report(test.y, p_test, t.bootstrap, rng(seed, MODEL, "per_symbol")),
     }
-    write_json(METRICS_DIR / "metrics.json", report)
-    live, _ = _live_logger(METRICS_DIR / "live" / "per_symbol")
-    for r in sorted(results, key=lambda r: r["symbol"]):
-        live.log_metric("val/accuracy", r["val_accuracy"])
-        live.log_metric("test/accuracy", r["test_accuracy"])
-        live.next_step()
-    live.end()
+    write_json(METRICS_DIR / "metrics.json", rounded(report))
+    with LiveLog(METRICS_DIR / "live" / "per_symbol") as live:
+        for r in sorted(results, key=lambda r: r["symbol"]):
+            live.step({"val/accuracy": r["val_accuracy"], "test/accuracy": r["test_accuracy"]})
     write_json(
         METRICS_DIR / "speed.json",
         {"train_seconds": round(seconds, 3), "symbols": len(symbols), "jobs": t.jobs},

@@ -38,7 +38,7 @@ TAU_BUCKETS: list[tuple[str, float, float]] = [
 
 def score(pricer: Any, df: pd.DataFrame) -> dict[str, float]:
     """Metrics (module docstring) of ``pricer.derivatives(x, tau, sigma, r)`` on ``df``."""
-    from reprolab.models.pinn.model import greeks_from_derivatives, pde_residual
+    from reprolab.models.pinn.maths import greeks_from_derivatives, pde_residual
 
     x, tau = df["x"].to_numpy(), df["tau"].to_numpy()
     sigma, r = df["sigma"].to_numpy(), df["r"].to_numpy()

@@ -6,7 +6,8 @@ numpy path needs no TensorFlow import. The network prices calls as v = C/K of
 parity holds to float rounding: it checks the implementation, not the learning.
 
 Inputs outside the trained domain are never silently extrapolated: they are priced by the
-closed form (``reprolab.datasets.options.blackscholes``) with a warning, and flagged ``in_domain = False``.
+closed form (``reprolab.datasets.options.blackscholes``) with a warning, and flagged
+``in_domain = False``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,8 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.datasets.options.blackscholes import GREEKS, KINDS, bs_price_greeks
-from reprolab.models.pinn.model import (
-    NumpyPinn,
-    Precision,
-    ScalarMath,
-    greeks_from_derivatives,
-    price_greeks,
-)
+from reprolab.models.pinn.maths import Precision, greeks_from_derivatives, price_greeks
+from reprolab.models.pinn.numpy_model import NumpyPinn, ScalarMath
 
 FIELDS = ("S", "K", "tau", "sigma", "r")
 DEFAULT_MODEL = paths.model_dir("pinn") / "weights.npz"
@@ -183,7 +179,8 @@ class Pricer:
     ) -> dict[str, Any]:
         """Price (and Greeks) of calls or puts; scalars give floats, arrays give arrays.
 
-        Units as in :mod:`reprolab.datasets.options.blackscholes`: vega per 1.00 of vol, theta per year.
+        Units as in :mod:`reprolab.datasets.options.blackscholes`: vega per 1.00 of vol, theta
+        per year.
         Raises ValueError naming the rows and fields of bad input; inputs outside the trained
         domain are priced by the closed form with an :class:`OutOfDomainWarning`.
         """

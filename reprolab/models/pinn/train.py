@@ -16,30 +16,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from reprolab.core.config import PinnTrainParams
-from reprolab.core.seeding import int_seed, rng
-
-if TYPE_CHECKING:
-    import keras
-    import pandas as pd
-    from reprolab.core.config import GuardParams
-
-
 import pandas as pd
+
 from reprolab.core import paths
-from reprolab.core.config import OptionsParams, Params
+from reprolab.core.config import GuardParams, OptionsParams, Params, PinnTrainParams
 from reprolab.core.io import read_parquet, write_json
 from reprolab.core.keras_io import save_keras_model
+from reprolab.core.report import LiveLog, keras_names, rounded
 from reprolab.core.resources import StageResources
+from reprolab.core.seeding import int_seed, rng
 from reprolab.datasets.options.generate import domain_bounds, heldout_band
 from reprolab.guard.checkpoint import train_fingerprint
 from reprolab.models.pinn.evaluate import evaluate
-from reprolab.models.pinn.model import (
-    DEFAULT_BOUNDS,
-    build_pinn,
-    frame_coords,
-    pinn_compile_kwargs,
-)
+from reprolab.models.pinn.maths import DEFAULT_BOUNDS, frame_coords
+from reprolab.models.pinn.model import build_pinn, pinn_compile_kwargs
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +41,6 @@ DATASET = "options"
 MODEL_DIR = paths.model_dir(MODEL)
 METRICS_DIR = paths.train_metrics(MODEL)
 CHECKPOINTS = paths.checkpoints(MODEL)
-GOALS = {  # issue goals, in-domain test split
-    "price_rel_l2": 1e-4,
-    "price_max_abs_k": 5e-4,
-    "price_mean_abs_k": 3e-5,
-    "pde_residual_rms": 1e-3,
-    "delta_max_abs": 5e-3,
-    "gamma_p95_rel": 0.02,
-    "vega_p95_rel_atm": 0.01,
-}
 
 
 def trained_domain(options: OptionsParams) -> dict[str, list[float]]:
@@ -84,9 +68,9 @@ def _parity_error(pricer: Any, test: pd.DataFrame) -> float:
 
 
 def train(params: Params, res: StageResources) -> None:
-    from dvclive import Live
     from reprolab.datasets.options.features import training_domain_sampler
-    from reprolab.models.pinn.model import NumpyPinn, export_weights
+    from reprolab.models.pinn.model import export_weights
+    from reprolab.models.pinn.numpy_model import NumpyPinn
 
     t = params.train.pinn
     feats = paths.features(DATASET)
@@ -96,13 +80,10 @@ def train(params: Params, res: StageResources) -> None:
         for name in ("interior", "terminal", "boundary")
     }
     res.add_rows(sum(len(f) for f in splits.values()))
-    live = Live(dir=str(METRICS_DIR / "live"), dvcyaml=False, save_dvc_exp=False)
+    live = LiveLog(METRICS_DIR / "live")
 
     def log(phase: str, epoch: int, logs: dict[str, float]) -> None:
-        for key, value in sorted(logs.items()):
-            split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-            live.log_metric(f"{split}/{metric}", float(value))
-        live.next_step()
+        live.step(keras_names(logs))
 
     start = time.perf_counter()
     result = train_pinn(
@@ -131,18 +112,13 @@ def train(params: Params, res: StageResources) -> None:
 
     served = NumpyPinn.load(weights)
     accuracy = evaluate(served, splits["test"])
-    domain = accuracy.get("domain", accuracy["test"])
     report = {
         **accuracy,
         "put_call_parity_max_abs_k": _parity_error(served, splits["test"]),
-        "goals": {
-            k: {"goal": v, "reached": domain.get(k), "met": bool(domain.get(k, np.inf) <= v)}
-            for k, v in GOALS.items()
-        },
         "artifact_bytes": weights.stat().st_size,
         "events": list(result.events),
     }
-    write_json(METRICS_DIR / "metrics.json", _rounded(report))
+    write_json(METRICS_DIR / "metrics.json", rounded(report))
     write_json(
         METRICS_DIR / "speed.json",
         {
@@ -150,16 +126,6 @@ def train(params: Params, res: StageResources) -> None:
             "phase_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         },
     )
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return float(f"{obj:.6g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_rounded(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- training
@@ -294,13 +260,7 @@ def train_pinn(
     setup = json.dumps({"params": dataclasses.asdict(p), "bounds": bounds}, sort_keys=True)
 
     def build() -> keras.Model:
-        model = build_pinn(
-            hidden=p.hidden,
-            depth=p.depth,
-            bounds=bounds,
-            loss_weights=dataclasses.asdict(p.loss_weights),
-            seed=seed,
-        )
+        model = build_pinn(p, bounds=bounds, seed=seed)
         if weights is not None:  # continue from the previous step
             for var, w in zip(model.trainable_variables, weights, strict=True):
                 var.assign(w)
