@@ -64,7 +64,7 @@ class RegimeParams:
 
 @dataclass(frozen=True)
 class MarketsGenerateParams:
-    n_symbols: int = _bounded(8, ge=1, le=100_000)
+    n_symbols: int = _bounded(64, ge=1, le=100_000)
     n_days: int = _bounded(2520, ge=100, le=100_000)
     start_date: str = "2010-01-04"
     initial_price: float = _bounded(100.0, gt=0.0)
@@ -99,7 +99,7 @@ class SplitFractions:
 
 @dataclass(frozen=True)
 class MarketsAugmentParams:
-    copies: int = _bounded(2, ge=0, le=100)  # 0 switches augmentation off
+    copies: int = _bounded(0, ge=0, le=100)  # 0 switches augmentation off
     jitter: float = _bounded(0.1, ge=0.0, le=2.0)
     scale_min: float = _bounded(0.8, gt=0.0, le=10.0)
     scale_max: float = _bounded(1.2, gt=0.0, le=10.0)
@@ -119,7 +119,7 @@ class MarketsSplitParams(SplitFractions):
 
 @dataclass(frozen=True)
 class MarketsFeaturesParams:
-    window: int = _bounded(60, ge=2, le=10_000)
+    window: int = _bounded(30, ge=2, le=10_000)
     warmup: int = _bounded(60, ge=60, le=100_000)
     max_nan_share: float = _bounded(0.0, ge=0.0, le=1.0)
 
@@ -298,10 +298,12 @@ class MambaTrainParams:
     n_layers: int = _bounded(1, ge=1, le=64)
     scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
     chunk_size: int = _bounded(16, ge=1, le=4096)
-    epochs: int = _bounded(6, ge=1, le=10_000)
-    patience: int = _bounded(2, ge=1, le=10_000)  # early stopping on validation loss
-    batch_size: int = _bounded(128, ge=1, le=1_000_000)
-    learning_rate: float = _bounded(2e-3, gt=0.0, le=1.0)
+    epochs: int = _bounded(10, ge=1, le=10_000)
+    patience: int = _bounded(3, ge=1, le=10_000)  # early stopping on validation loss
+    batch_size: int = _bounded(256, ge=1, le=1_000_000)
+    learning_rate: float = _bounded(3e-3, gt=0.0, le=1.0)
+    schedule: Literal["constant", "cosine"] = "cosine"  # per epoch, on learning_rate
+    min_lr_ratio: float = _bounded(0.05, ge=0.0, le=1.0)  # cosine: the last epoch's factor
     comparator: Literal["gru", "lstm"] = "gru"
     bootstrap: int = _bounded(1000, ge=10, le=1_000_000)  # resamples for accuracy intervals
     per_symbol: bool = False  # one model per symbol, trained in a process pool
@@ -461,6 +463,16 @@ class TrainParams:
     cet: CetTrainParams = field(default_factory=CetTrainParams)
 
 
+@dataclass(frozen=True)
+class WalkForwardParams:
+    """Expanding-window folds for the Mamba and the best comparator (walk_forward stage)."""
+
+    folds: int = _bounded(3, ge=1, le=20)
+    epochs: int = _bounded(4, ge=1, le=10_000)  # per fold (the schedule spans these)
+    min_train_share: float = _bounded(0.5, gt=0.0, lt=1.0)  # calendar before the first test
+    val_share: float = _bounded(0.15, gt=0.0, lt=0.5)  # of each fold's training calendar
+
+
 # --------------------------------------------------------------------------- validate
 @dataclass(frozen=True)
 class _Goals:
@@ -472,9 +484,13 @@ class _Goals:
 
 
 @dataclass(frozen=True)
-class MambaGoals(_Goals):
-    # expected accuracy under the oracle's probabilities, minus the oracle's own (test split)
+class MambaGoals(_Goals):  # test split
+    # expected accuracy under the oracle's probabilities, minus the oracle's own
     expected_accuracy_minus_oracle: str = ">= -0.005"
+    # the Mamba's expected accuracy minus the best comparator's (paired, same windows)
+    margin_over_best_comparator: str = ">= 0"
+    # models whose realised accuracy beats the oracle's beyond noise: a leak
+    models_above_oracle: str = "<= 0"
 
 
 @dataclass(frozen=True)
@@ -524,6 +540,7 @@ class Params:
     options: OptionsParams = field(default_factory=OptionsParams)
     contexts: ContextsParams = field(default_factory=ContextsParams)
     train: TrainParams = field(default_factory=TrainParams)
+    walk_forward: WalkForwardParams = field(default_factory=WalkForwardParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
 
 

@@ -12,6 +12,7 @@ CHECKPOINTS = Path(".checkpoints")
 RESOURCES = METRICS / "resources"
 BENCH = METRICS / "bench"
 VALIDATE = METRICS / "validate.json"  # every goal of the trained models, judged
+PLOTS = METRICS / "plots"  # charts the validate stage draws (tables for dvc plots, PNGs)
 SPLITS = ("train", "val", "test")
 
 

@@ -23,7 +23,11 @@ DATASETS = ("markets", "options", "contexts")
 MODELS = ("mamba", "pinn", "cet")
 
 
-SINGLE = ("validate",)  # steps that run once for the whole pipeline, with no item
+# Steps that run once for the whole pipeline, with no item, and the module that holds each.
+SINGLE = {
+    "walk_forward": "reprolab.models.mamba.walk_forward",
+    "validate": "reprolab.validate.steps",
+}
 
 
 def items_of(step: str) -> tuple[str, ...]:
@@ -38,11 +42,11 @@ def stage_module(step: str, item: str) -> str:
     """The library module that holds ``step@item``'s function (named like the step).
 
     The data steps of a dataset live in ``reprolab.datasets.<dataset>.steps``; a model's
-    training recipe in ``reprolab.models.<model>.train``; a single step in
-    ``reprolab.<step>.steps``.
+    training recipe in ``reprolab.models.<model>.train``; a single step where ``SINGLE``
+    says.
     """
     if step in SINGLE:
-        return f"reprolab.{step}.steps"
+        return SINGLE[step]
     if step == "train":
         return f"reprolab.models.{item}.train"
     return f"reprolab.datasets.{item}.steps"

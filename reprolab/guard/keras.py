@@ -348,6 +348,7 @@ def train_guarded(
     verbose: int = 1,
     compile_kwargs: CompileKwargs | None = None,
     fingerprint: str = "",
+    lr_multiplier: Callable[[int], float] | None = None,
 ) -> TrainResult:
     """Train ``build_model()`` under the guard; see the module docstring.
 
@@ -360,6 +361,8 @@ def train_guarded(
     epoch (``on_train_begin`` every epoch), so stateful ones such as Keras's EarlyStopping
     do not belong here. ``on_epoch_end(epoch, logs)`` runs once per newly completed epoch,
     after its checkpoint is on disk; epochs before a resume point are not reported again.
+    ``lr_multiplier(epoch)`` scales the learning rate of each epoch (a per-epoch schedule);
+    NaN recovery halves the base rate it multiplies.
     """
     import keras
     import tensorflow as tf
@@ -426,6 +429,8 @@ def train_guarded(
         epoch = state.next_epoch
         while epoch < epochs and not state.stopped:
             name = _epoch_name(epoch, epochs)
+            if lr_multiplier is not None:
+                _set_learning_rate(model, state.learning_rate * lr_multiplier(epoch))
             # Everything random in an epoch hangs off (seed, epoch): a replay draws the same.
             keras.utils.set_random_seed(int_seed(seed, "train_guarded", "epoch", epoch))
             order = rng(seed, "train_guarded", "permutation", epoch).permutation(n_train)

@@ -104,13 +104,13 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options", "contexts"):
             assert f"{step}@{dataset}" in stages
-    assert {"train@mamba", "train@pinn", "train@cet", "validate"} <= stages
+    assert {"train@mamba", "train@pinn", "train@cet", "walk_forward", "validate"} <= stages
     judged = json.loads((clone / "metrics/validate.json").read_text())
     assert {"mamba", "pinn", "cet", "failed"} == set(judged)
     assert judged["mamba"]["oracle_gap"]["model"]["windows"] > 0
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
-    assert len(first_hashes) == 15  # 12 data outputs and 3 model directories
+    assert len(first_hashes) == 16  # 12 data outputs, 3 model directories, the walk-forward folds
     assert {"models/cet/adapter/adapter_config.json", "models/mamba/model.keras"} <= set(
         first_trained
     )

@@ -227,7 +227,7 @@ def test_ddp_path_trains_sft_in_two_gloo_processes(
 @pytest.mark.slow
 def test_phases_follow_their_learning_rate_schedule(world: Path) -> None:
     """The logged rate of each step is the peak times the phase's schedule factor."""
-    from reprolab.guard.torch import lr_multiplier
+    from reprolab.guard.schedule import lr_multiplier
 
     live = world / "metrics/train/cet/live/plots/metrics"
     params = load_params(world / "params.yaml").train.cet

@@ -90,7 +90,7 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
     assert list(preds.columns) == ["symbol", "date", "probability"]
     assert len(preds) == len(windows) and preds["probability"].between(0, 1).all()
     metrics = read_json(run / "metrics/train/mamba/metrics.json")
-    names = {"majority", "persistence", "logistic", "gru"}
+    names = {"majority", "persistence", "logistic", "boosted_trees", "gru", "torch_gru"}
     assert set(metrics["comparators"]) == names
     for report in [metrics["model"], *metrics["comparators"].values()]:
         for split in ("val", "test"):
@@ -106,13 +106,33 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
                 "brier",
             } <= set(r)
             assert r["accuracy_ci95_low"] <= r["accuracy"] <= r["accuracy_ci95_high"]
+    # One protocol: every comparator predicts exactly the Mamba's test windows, and its
+    # reported metrics are the shared metric function of those predictions.
+    from reprolab.core.report import classification_report, rounded
+
+    labels = windows["label"].to_numpy()
     for name in names:
-        assert (model_dir / "comparators" / f"{name}_predictions.parquet").exists()
-    # The GRU is sized to the Mamba's parameter count.
-    gru, mamba = metrics["comparators"]["gru"]["params"], metrics["model"]["params"]
-    assert abs(gru - mamba) / mamba < 0.1
+        theirs = pd.read_parquet(model_dir / "comparators" / f"{name}_predictions.parquet")
+        pd.testing.assert_frame_equal(theirs[["symbol", "date"]], preds[["symbol", "date"]])
+        again = classification_report(
+            labels, theirs["probability"].to_numpy(), 10, np.random.default_rng(0)
+        )
+        reported = metrics["comparators"][name]["test"]
+        for key in ("accuracy", "balanced_accuracy", "mcc", "auc", "log_loss", "brier"):
+            assert reported[key] == rounded(again)[key], (name, key)
+    # The Keras and the PyTorch GRU are sized to the Mamba's parameter count.
+    mamba = metrics["model"]["params"]
+    for name in ("gru", "torch_gru"):
+        assert abs(metrics["comparators"][name]["params"] - mamba) / mamba < 0.1, name
+    for report in [metrics["model"], *metrics["comparators"].values()]:
+        assert report["size_bytes"] > 0
     speed = read_json(run / "metrics/train/mamba/speed.json")
     assert speed["mamba_step_ms"] > 0 and speed["train_windows_per_s"] > 0
+    # Every model's costs: training seconds and inference time per 1,000 windows.
+    assert set(speed["models"]) == {"mamba", *names}
+    for name in ("mamba", "boosted_trees", "gru", "torch_gru"):
+        assert speed["models"][name]["train_seconds"] > 0, name
+        assert speed["models"][name]["inference_ms_per_1000"] > 0, name
     for model in ("mamba", "comparator"):
         loss = run / f"metrics/train/mamba/live/{model}/plots/metrics/val/loss.tsv"
         assert len(loss.read_text().splitlines()) >= 2  # header + one row per epoch
@@ -126,6 +146,9 @@ def test_two_runs_give_identical_predictions_and_metrics(two_runs) -> None:
         "models/mamba/predictions.parquet",
         "metrics/train/mamba/metrics.json",
         "models/mamba/comparators/gru_predictions.parquet",
+        "models/mamba/comparators/torch_gru_predictions.parquet",
+        "models/mamba/comparators/torch_gru.npz",
+        "models/mamba/comparators/boosted_trees_predictions.parquet",
     ):
         assert _sha(a / rel) == _sha(b / rel), rel
 

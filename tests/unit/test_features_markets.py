@@ -33,6 +33,10 @@ EXPECTED_NAMES = [
     "bb_width_20",
     "volatility_20",
     "volume_z_20",
+    "log_volume",
+    "log_volume_5",
+    "range_hl_5",
+    "abs_return_5",
 ]
 COL = {name: i for i, name in enumerate(EXPECTED_NAMES)}
 
@@ -79,7 +83,9 @@ def test_registry_names_order_and_keys() -> None:
     assert [f["name"] for f in fm.FEATURES] == EXPECTED_NAMES
     assert fm.FEATURE_NAMES == EXPECTED_NAMES
     for f in fm.FEATURES:
-        assert set(f) == {"name", "formula", "inputs", "window"}
+        assert {"name", "formula", "inputs", "window"} <= set(f) <= {
+            "name", "formula", "inputs", "window", "normalise"
+        }  # fmt: skip
         assert isinstance(f["window"], int) and f["window"] >= 1
         assert set(f["inputs"]) <= {"open", "high", "low", "close", "volume"}
     # The std convention must be stated where a std is used.
@@ -198,12 +204,29 @@ def test_indicators_match_pandas() -> None:
         "bb_width_20": 4 * sd20 / sma20,
         "volatility_20": lr.rolling(20).std(ddof=0),
         "volume_z_20": (lv - lv.rolling(20).mean()) / lv.rolling(20).std(ddof=0),
+        "log_volume": lv,
+        "log_volume_5": lv.rolling(5).mean(),
+        "range_hl_5": np.log(pd.Series(d["high"][0]) / pd.Series(d["low"][0])).rolling(5).mean(),
+        "abs_return_5": lr.abs().rolling(5).mean(),
     }
     assert list(expected) == EXPECTED_NAMES
     for name, want in expected.items():
         np.testing.assert_allclose(
             raw[:, COL[name]], want.to_numpy(), rtol=1e-10, atol=1e-12, err_msg=name
         )
+
+
+def test_levels_pass_through_raw_and_the_rest_is_normalised() -> None:
+    d = make_ohlcv(4, 200)
+    raw = fm.compute_indicators(**d)
+    feats = fm.compute_features(**d, min_periods=MIN_PERIODS)
+    levels = [COL[n] for n in ("log_volume", "log_volume_5", "range_hl_5", "abs_return_5")]
+    assert levels == fm.RAW_FEATURES
+    np.testing.assert_array_equal(feats[..., levels], raw[..., levels])
+    rest = [i for i in range(len(EXPECTED_NAMES)) if i not in levels]
+    np.testing.assert_array_equal(
+        feats[..., rest], fm.expanding_normalise(raw[..., rest], MIN_PERIODS)
+    )
 
 
 def test_expanding_normalise_matches_pandas() -> None:
@@ -215,15 +238,6 @@ def test_expanding_normalise_matches_pandas() -> None:
     np.testing.assert_allclose(got, _pandas_expanding(x, 10), rtol=1e-9, atol=1e-10)
     # 2-D input: time along axis 1 as well.
     np.testing.assert_array_equal(fm.expanding_normalise(x[:, :, 0], 10), got[:, :, 0])
-
-
-def test_features_are_normalised_indicators() -> None:
-    d = make_ohlcv(5, 250, n_series=2)
-    raw = fm.compute_indicators(**d)
-    np.testing.assert_array_equal(
-        fm.compute_features(**d, min_periods=MIN_PERIODS),
-        fm.expanding_normalise(raw, MIN_PERIODS),
-    )
 
 
 @pytest.mark.parametrize("level", [0.01, 1.0, 123.456, 1e5])
@@ -240,7 +254,9 @@ def test_constant_prices_give_finite_features(level: float) -> None:
     assert not np.isinf(feats).any()
     assert raw[0, -1, COL["bb_pctb_20"]] == 0.5
     assert raw[0, -1, COL["rsi_14"]] == 0.0
-    np.testing.assert_array_equal(feats[:, warm:], 0.0)
+    normalised = [i for i in range(len(EXPECTED_NAMES)) if i not in fm.RAW_FEATURES]
+    np.testing.assert_array_equal(feats[:, warm:, normalised], 0.0)
+    np.testing.assert_array_equal(feats[:, warm:, COL["log_volume"]], np.log(5000.0))
 
 
 def test_flat_window_after_a_move_is_neutral() -> None:

@@ -431,3 +431,19 @@ def test_signals_in_subprocesses_then_resume_is_exact(
         assert out.startswith("epoch 2\n")  # epoch 1 came from the checkpoint
         assert not (runs[sig] / "ckpt").exists()
         np.testing.assert_array_equal(np.load(runs[sig] / "w.npy"), reference[0])
+
+
+def test_a_per_epoch_schedule_sets_every_epochs_learning_rate(tmp_path: Path) -> None:
+    from reprolab.guard.schedule import lr_multiplier
+
+    seen: list[float] = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            seen.append(float(self.model.optimizer.learning_rate))
+
+    factor = lambda e: lr_multiplier(e, 3, "cosine", 0, 0.1)  # noqa: E731
+    result = train(tmp_path / "ckpt", callbacks=[Record()], lr_multiplier=factor)
+    np.testing.assert_allclose(seen, [1e-2 * factor(e) for e in range(3)], rtol=1e-6)
+    assert seen[0] > seen[1] > seen[2] and seen[2] == pytest.approx(1e-3, rel=1e-6)
+    assert result.learning_rate == 1e-2  # the base rate, which NaN recovery would halve

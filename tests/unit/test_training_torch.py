@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError, ResourceLimitError
+from reprolab.guard.schedule import lr_multiplier
 from reprolab.guard.signals import TrainingInterrupted
 from reprolab.guard.torch import (
     NonFiniteStep,
     guarded_steps,
-    lr_multiplier,
     make_scheduler,
     set_lr,
 )

@@ -20,7 +20,8 @@ def make_optimizer(model: Any, lr: float) -> Any:
 
 
 def phase_scheduler(optimizer: Any, p: CetPhaseParams) -> Any:
-    from reprolab.guard.torch import lr_multiplier, make_scheduler
+    from reprolab.guard.schedule import lr_multiplier
+    from reprolab.guard.torch import make_scheduler
 
     return make_scheduler(
         optimizer,

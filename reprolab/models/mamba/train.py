@@ -79,13 +79,13 @@ def load_splits(budget: MemoryBudget) -> tuple[dict[str, Split], list[str], int]
     return out, names, window
 
 
-def _build_mamba(t: MambaTrainParams, n_features: int, window: int, seed: int) -> Callable:
+def mamba_builder(t: MambaTrainParams, n_features: int, window: int, seed: int) -> Callable:
     from reprolab.models.mamba.model import build_mamba_classifier
 
     return lambda: build_mamba_classifier(n_features, window, t, seed=seed)
 
 
-def _fit(
+def fit_guarded(
     build: Callable,
     data: dict[str, Split],
     t: MambaTrainParams,
@@ -97,6 +97,7 @@ def _fit(
 ) -> tuple[Any, dict[str, Any], float]:
     """Train under the guard; returns (model, training summary, seconds per step)."""
     from reprolab.guard.keras import train_guarded
+    from reprolab.guard.schedule import lr_multiplier
     from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
 
     live = LiveLog(live_dir) if live_dir is not None else None
@@ -121,6 +122,7 @@ def _fit(
         on_epoch_end=log,
         fingerprint=fingerprint,
         verbose=verbose,
+        lr_multiplier=lambda epoch: lr_multiplier(epoch, t.epochs, t.schedule, 0, t.min_lr_ratio),
     )
     seconds = time.perf_counter() - start
     if live is not None:
@@ -137,7 +139,7 @@ def _fit(
     return result.model, summary, seconds / max(steps, 1)
 
 
-def _predict(model: Any, x: np.ndarray) -> np.ndarray:
+def predict_proba(model: Any, x: np.ndarray) -> np.ndarray:
     return model.predict(x, batch_size=1024, verbose=0).reshape(-1).astype(np.float64)
 
 
@@ -158,6 +160,25 @@ def _reports(
     }
 
 
+@dataclass
+class Trained:
+    """One model's test-split evidence: probabilities, what decides them, and its costs."""
+
+    probs: dict[str, np.ndarray]  # "val", "test" -> P(up) per window
+    info: dict[str, Any]  # deterministic: parameters, size in bytes, training summary
+    train_seconds: float
+    inference_ms_per_1000: float  # test-split prediction time per 1,000 windows
+
+
+def _evaluate(predict: Callable[[np.ndarray], np.ndarray], data: dict[str, Split]) -> tuple:
+    """Probabilities on val and test; the test-split prediction time per 1,000 windows."""
+    probs = {"val": predict(data["val"].x)}
+    start = time.perf_counter()
+    probs["test"] = predict(data["test"].x)
+    ms = 1000 * (time.perf_counter() - start) / max(len(data["test"].y), 1) * 1000
+    return probs, ms
+
+
 def comparators(
     data: dict[str, Split],
     t: MambaTrainParams,
@@ -165,33 +186,85 @@ def comparators(
     mamba_params: int,
     window: int,
     fingerprint: str,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any], float]:
-    """Majority, persistence, logistic and a GRU/LSTM of the Mamba's size, same windows."""
+) -> tuple[dict[str, Trained], float]:
+    """Every comparator on the Mamba's windows (see ``baselines``); also returns the Keras
+    recurrent comparator's seconds per training step."""
+    import pickle
+
+    from reprolab.guard.schedule import lr_multiplier
+    from reprolab.models.mamba import torch_gru
     from reprolab.models.mamba.baselines import (
         build_recurrent_classifier,
-        logistic_last_step,
+        fit_boosted_trees,
+        fit_logistic,
         majority_probability,
         persistence_probability,
+        tabular_probability,
         units_matching,
     )
 
     tr = data["train"]
-    probs: dict[str, dict[str, np.ndarray]] = {"majority": {}, "persistence": {}, "logistic": {}}
-    for split in ("val", "test"):
-        ev = data[split]
-        probs["majority"][split] = majority_probability(tr.y, len(ev.y))
-        probs["persistence"][split] = persistence_probability(tr.last_up, tr.y, ev.last_up)
-        probs["logistic"][split] = logistic_last_step(tr.x, tr.y, ev.x, seed)
+    out: dict[str, Trained] = {}
+    for name, probability in (
+        ("majority", lambda s: majority_probability(tr.y, len(s.y))),
+        ("persistence", lambda s: persistence_probability(tr.last_up, tr.y, s.last_up)),
+    ):
+        probs = {split: probability(data[split]) for split in ("val", "test")}
+        out[name] = Trained(probs, {"params": 1, "size_bytes": 8}, 0.0, 0.0)
+    for name, fit in (("logistic", fit_logistic), ("boosted_trees", fit_boosted_trees)):
+        start = time.perf_counter()
+        model = fit(tr.x, tr.y, seed)
+        seconds = time.perf_counter() - start
+        probs, ms = _evaluate(lambda x, m=model: tabular_probability(m, x), data)
+        info = {"size_bytes": len(pickle.dumps(model, protocol=5))}
+        out[name] = Trained(probs, info, seconds, ms)
+
     kind = t.comparator
     units = units_matching(kind, tr.x.shape[2], mamba_params)
     build = lambda: build_recurrent_classifier(kind, tr.x.shape[2], window, units, seed)  # noqa: E731
-    model, summary, step_s = _fit(
+    start = time.perf_counter()
+    model, summary, step_s = fit_guarded(
         build, data, t, seed, kind, METRICS_DIR / "live" / "comparator", f"{fingerprint}|{kind}"
     )
-    save_keras_model(model, MODEL_DIR / "comparators" / f"{kind}.keras")
-    probs[kind] = {split: _predict(model, data[split].x) for split in ("val", "test")}
-    info = {kind: {"params": int(model.count_params()), "units": units, "training": summary}}
-    return probs, info, step_s
+    seconds = time.perf_counter() - start
+    path = MODEL_DIR / "comparators" / f"{kind}.keras"
+    save_keras_model(model, path)
+    probs, ms = _evaluate(lambda x: predict_proba(model, x), data)
+    info = {
+        "params": int(model.count_params()),
+        "units": units,
+        "size_bytes": path.stat().st_size,
+        "training": summary,
+    }
+    out[kind] = Trained(probs, info, seconds, ms)
+
+    units = units_matching("gru", tr.x.shape[2], mamba_params)
+    start = time.perf_counter()
+    fit = torch_gru.train_torch_gru(
+        tr.x,
+        tr.y,
+        data["val"].x,
+        data["val"].y,
+        units=units,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        patience=t.patience,
+        seed=seed,
+        lr_factor=lambda epoch: lr_multiplier(epoch, t.epochs, t.schedule, 0, t.min_lr_ratio),
+    )
+    seconds = time.perf_counter() - start
+    path = MODEL_DIR / "comparators" / "torch_gru.npz"
+    torch_gru.save_torch_gru(fit.model, path)
+    probs, ms = _evaluate(lambda x: torch_gru.predict_proba(fit.model, x), data)
+    info = {
+        "params": torch_gru.parameter_count(fit.model),
+        "units": units,
+        "size_bytes": path.stat().st_size,
+        "training": {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run},
+    }
+    out["torch_gru"] = Trained(probs, info, seconds, ms)
+    return out, step_s
 
 
 def train(params: Params, res: StageResources) -> None:
@@ -206,47 +279,62 @@ def train(params: Params, res: StageResources) -> None:
         train_per_symbol(data, t, seed, window, len(names), fingerprint)
         return
 
-    build = _build_mamba(t, len(names), window, seed)
+    build = mamba_builder(t, len(names), window, seed)
     start = time.perf_counter()
-    model, summary, mamba_step_s = _fit(
+    model, summary, mamba_step_s = fit_guarded(
         build, data, t, seed, MODEL, METRICS_DIR / "live" / MODEL, fingerprint
     )
     train_seconds = time.perf_counter() - start
     save_keras_model(model, MODEL_DIR / "model.keras")
-    mamba_probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
+    mamba_probs, mamba_ms = _evaluate(lambda x: predict_proba(model, x), data)
     _save_predictions(MODEL_DIR / "predictions.parquet", data["test"], mamba_probs["test"])
 
-    comp_probs, comp_info, comp_step_s = comparators(
-        data, t, seed, model.count_params(), window, fingerprint
-    )
-    for name, probs in comp_probs.items():
+    start = time.perf_counter()
+    others, comp_step_s = comparators(data, t, seed, model.count_params(), window, fingerprint)
+    comparator_seconds = time.perf_counter() - start
+    for name, trained in others.items():
         path = MODEL_DIR / "comparators" / f"{name}_predictions.parquet"
-        _save_predictions(path, data["test"], probs["test"])
+        _save_predictions(path, data["test"], trained.probs["test"])
 
     report: dict[str, Any] = {
         "model": {
             "params": int(model.count_params()),
+            "size_bytes": (MODEL_DIR / "model.keras").stat().st_size,
             "training": summary,
             **_reports(seed, MODEL, data, mamba_probs, t.bootstrap),
         },
         "comparators": {
-            name: {**comp_info.get(name, {}), **_reports(seed, name, data, probs, t.bootstrap)}
-            for name, probs in comp_probs.items()
+            name: {**c.info, **_reports(seed, name, data, c.probs, t.bootstrap)}
+            for name, c in others.items()
         },
         "windows": {split: len(data[split].y) for split in SPLITS},
     }
     write_json(METRICS_DIR / "metrics.json", rounded(report))
     n_windows = len(data["train"].y) * summary["epochs_run"]
+    costs = {
+        MODEL: {"train_seconds": train_seconds, "inference_ms_per_1000": mamba_ms},
+        **{
+            name: {
+                "train_seconds": c.train_seconds,
+                "inference_ms_per_1000": c.inference_ms_per_1000,
+            }
+            for name, c in others.items()
+        },
+    }
     write_json(
         METRICS_DIR / "speed.json",
-        {
-            "train_seconds": round(train_seconds, 3),
-            "train_windows_per_s": round(n_windows / train_seconds, 1),
-            "mamba_step_ms": round(1000 * mamba_step_s, 3),
-            f"{t.comparator}_step_ms": round(1000 * comp_step_s, 3),
-            f"mamba_over_{t.comparator}_step_ratio": round(mamba_step_s / comp_step_s, 3),
-            "batch_size": t.batch_size,
-        },
+        rounded(
+            {
+                "train_seconds": train_seconds,
+                "comparator_seconds": comparator_seconds,
+                "train_windows_per_s": n_windows / train_seconds,
+                "mamba_step_ms": 1000 * mamba_step_s,
+                f"{t.comparator}_step_ms": 1000 * comp_step_s,
+                f"mamba_over_{t.comparator}_step_ratio": mamba_step_s / comp_step_s,
+                "batch_size": t.batch_size,
+                "models": costs,
+            }
+        ),
     )
 
 
@@ -257,8 +345,8 @@ def _symbol_worker(job: dict[str, Any]) -> dict[str, Any]:
     t: MambaTrainParams = job["params"]
     symbol = job["symbol"]
     data: dict[str, Split] = job["data"]
-    build = _build_mamba(t, data["train"].x.shape[2], job["window"], job["seed"])
-    model, summary, _ = _fit(
+    build = mamba_builder(t, data["train"].x.shape[2], job["window"], job["seed"])
+    model, summary, _ = fit_guarded(
         build,
         data,
         t,
@@ -270,7 +358,7 @@ def _symbol_worker(job: dict[str, Any]) -> dict[str, Any]:
     )
     path = Path(job["out_dir"]) / f"{symbol}.keras"
     save_keras_model(model, path)
-    probs = {split: _predict(model, data[split].x) for split in ("val", "test")}
+    probs = {split: predict_proba(model, data[split].x) for split in ("val", "test")}
     entry = {
         "path": str(path),
         "params": int(model.count_params()),
