@@ -46,7 +46,7 @@ def test_stage_over_budget_exits_with_resource_limit(tmp_path: Path) -> None:
     proc = _stage(tmp_path, ["stages.generate", "markets"])
     assert proc.returncode == ResourceLimitError.exit_code
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: generate@markets: resource limit: generating 8 symbols")
+    assert line.startswith("error: generate@markets: resource limit: generating 64 symbols")
     assert not (tmp_path / "data" / "raw" / "markets").exists()
 
 

@@ -112,7 +112,7 @@ def test_augmentation_touches_training_rows_only_and_marks_them() -> None:
     off = augment_train(parts["train"], MarketsAugmentParams(copies=0), seed=1)
     assert off.empty
     with pytest.raises(Exception, match="original training rows only"):
-        augment_train(parts["val"], MarketsAugmentParams(), seed=1)
+        augment_train(parts["val"], MarketsAugmentParams(copies=2), seed=1)
 
 
 def _digest(directory: Path) -> dict[str, str]:
