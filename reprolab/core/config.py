@@ -296,12 +296,15 @@ class MambaTrainParams:
     d_conv: int = _bounded(4, ge=1, le=64)
     expand: int = _bounded(2, ge=1, le=8)
     n_layers: int = _bounded(1, ge=1, le=64)
+    # RMSNorm before each block and the head; "none" keeps each step's magnitude, which is how
+    # a volatility regime shows itself (measured: docs/models.md)
+    norm: Literal["none", "rms"] = "none"
     scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
     chunk_size: int = _bounded(16, ge=1, le=4096)
-    epochs: int = _bounded(10, ge=1, le=10_000)
+    epochs: int = _bounded(7, ge=1, le=10_000)
     patience: int = _bounded(3, ge=1, le=10_000)  # early stopping on validation loss
     batch_size: int = _bounded(256, ge=1, le=1_000_000)
-    learning_rate: float = _bounded(3e-3, gt=0.0, le=1.0)
+    learning_rate: float = _bounded(1e-2, gt=0.0, le=1.0)
     schedule: Literal["constant", "cosine"] = "cosine"  # per epoch, on learning_rate
     min_lr_ratio: float = _bounded(0.05, ge=0.0, le=1.0)  # cosine: the last epoch's factor
     comparator: Literal["gru", "lstm"] = "gru"

@@ -156,11 +156,12 @@ def test_block_float32_and_float64() -> None:
     np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-6)
 
 
-def test_classifier_per_step_outputs_are_causal() -> None:
+@pytest.mark.parametrize("norm", ["none", "rms"])
+def test_classifier_per_step_outputs_are_causal(norm: str) -> None:
     model = build_mamba_classifier(
-        3, 12, _arch(8, 4, 3, 2, 2, scan="auto"), seed=1, dtype="float64"
+        3, 12, _arch(8, 4, 3, 2, 2, scan="auto", norm=norm), seed=1, dtype="float64"
     )
-    per_step = keras.Model(model.input, model.get_layer("final_norm").output)
+    per_step = keras.Model(model.input, model.get_layer("last_step").input)
     rng = np.random.default_rng(8)
     x = rng.normal(size=(2, 12, 3))
     y = per_step(x).numpy()
@@ -172,6 +173,22 @@ def test_classifier_per_step_outputs_are_causal() -> None:
     np.testing.assert_allclose(
         model(x).numpy(), model.get_layer("head")(y[:, -1]).numpy(), rtol=1e-12
     )
+
+
+def test_norm_choice_decides_whether_step_magnitude_survives() -> None:
+    """RMSNorm hands the head a vector of unit size whatever the input's scale; without it, a
+    calmer or wilder window (the regime signal) reaches the head as a smaller or larger one."""
+    x = np.random.default_rng(9).normal(size=(4, 12, 3))
+    sizes = {}
+    for norm in ("none", "rms"):
+        model = build_mamba_classifier(3, 12, _arch(8, 4, 3, 2, 1, norm=norm), seed=1)
+        last = keras.Model(model.input, model.get_layer("head").input)
+        sizes[norm] = [
+            np.sqrt(np.mean(np.square(last(scale * x).numpy()), axis=-1)) for scale in (1.0, 3.0)
+        ]
+    np.testing.assert_allclose(sizes["rms"][0], 1.0, rtol=1e-3)
+    np.testing.assert_allclose(sizes["rms"][1], 1.0, rtol=1e-3)
+    assert np.all(sizes["none"][1] > 1.5 * sizes["none"][0])
 
 
 def test_conv_is_causal_with_left_padding() -> None:

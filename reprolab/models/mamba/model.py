@@ -489,10 +489,13 @@ def build_mamba_classifier(
 ) -> keras.Model:
     """Window (window, n_features) -> P(next return up), a pre-norm residual Mamba stack.
 
-    Input -> Dense(d_model) -> n_layers x [RMSNorm -> MambaBlock -> + residual] -> RMSNorm ->
+    Input -> Dense(d_model) -> n_layers x [norm -> MambaBlock -> + residual] -> norm ->
     last step -> Dense(1, sigmoid), sized by ``arch`` (d_model, d_state, d_conv, expand,
-    n_layers, scan, chunk_size). Every initialiser is seeded from ``seed``; ``dtype`` is a
-    Keras dtype policy name for every layer (None: the global policy).
+    n_layers, norm, scan, chunk_size). ``norm`` "rms" is the reference's pre-norm RMSNorm;
+    "none" leaves the residual stream unnormalised: RMSNorm rescales every step to unit size,
+    which erases the step's magnitude (the volatility that reveals the regime). Every
+    initialiser is seeded from ``seed``; ``dtype`` is a Keras dtype policy name for every layer
+    (None: the global policy).
     """
     d_model, n_layers = arch.d_model, arch.n_layers
     kw: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
@@ -504,7 +507,7 @@ def build_mamba_classifier(
         **kw,
     )(inputs)
     for i in range(n_layers):
-        h = RMSNorm(name=f"norm_{i}", **kw)(x)
+        h = RMSNorm(name=f"norm_{i}", **kw)(x) if arch.norm == "rms" else x
         h = MambaBlock(
             d_model,
             d_state=arch.d_state,
@@ -517,7 +520,8 @@ def build_mamba_classifier(
             **kw,
         )(h)
         x = keras.layers.Add(name=f"residual_{i}", **kw)([x, h])
-    x = RMSNorm(name="final_norm", **kw)(x)
+    if arch.norm == "rms":
+        x = RMSNorm(name="final_norm", **kw)(x)
     x = LastTimeStep(name="last_step", **kw)(x)
     outputs = keras.layers.Dense(
         1,
