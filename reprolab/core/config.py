@@ -301,7 +301,7 @@ class MambaTrainParams:
     norm: Literal["none", "rms"] = "none"
     scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
     chunk_size: int = _bounded(16, ge=1, le=4096)
-    epochs: int = _bounded(7, ge=1, le=10_000)
+    epochs: int = _bounded(6, ge=1, le=10_000)
     patience: int = _bounded(3, ge=1, le=10_000)  # early stopping on validation loss
     batch_size: int = _bounded(256, ge=1, le=1_000_000)
     learning_rate: float = _bounded(1e-2, gt=0.0, le=1.0)
