@@ -72,6 +72,9 @@ PROFILE: dict[str, Any] = {
         },
         "cet": CET,
     },
+    # Models this small cannot meet the default params' goals: validate reports them without
+    # failing (the data and resource gates are still asserted by the end-to-end test).
+    "validate": {"strict": False},
 }
 
 

@@ -177,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"features: {m['rows']:,} rows ({m['series']} x {m['series_length']}) at "
         f"{m['vectorised_rows_per_s']:,.0f} rows/s as arrays, "
-        f"{m['frame_rows_per_s']:,.0f} rows/s as a DataFrame (goal {goal['goal']}: "
-        f"{'met' if goal['met'] else 'NOT met'}); naive {m['naive_subset']} at "
+        f"{m['frame_rows_per_s']:,.0f} rows/s as a DataFrame (goal {goal['threshold']}: "
+        f"{'met' if goal['passed'] else 'NOT met'}); naive {m['naive_subset']} at "
         f"{m['naive_rows_per_s']:,.0f} rows/s; speed-up {m['speedup']:,.0f}x; "
         f"max |diff| vs naive {m['max_abs_diff_vs_naive']:.3g} -> {args.out}"
     )

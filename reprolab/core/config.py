@@ -486,48 +486,92 @@ class _Goals:
             Goal.parse(getattr(self, f.name), f"{path}.{f.name}")
 
 
+def _goal(default: str, meaning: str) -> Any:
+    """A goal field: its default bound and what passing it says (written beside each gate)."""
+    return field(default=default, metadata={"meaning": meaning})
+
+
+@dataclass(frozen=True)
+class DataGoals(_Goals):  # every dataset, from data/split and data/features
+    schema_mismatches: str = _goal(
+        "<= 0", "parts whose columns or dtypes differ from their dataset's first part"
+    )
+    missing_share: str = _goal("<= 0", "largest NaN share of any split column (raw values)")
+    split_overlaps: str = _goal(
+        "<= 0",
+        "keys in more than one split: market (symbol, date) rows and label dates, option "
+        "contracts, context programs and templates",
+    )
+    augmented_outside_train: str = _goal("<= 0", "augmented rows in val or test")
+    embargo_shortfall_days: str = _goal(
+        "<= 0", "trading days by which a gap between market splits falls short of the embargo"
+    )
+    lookahead_changed_rows: str = _goal(
+        "<= 0",
+        "market feature rows at or before t that change when the raw rows after t are "
+        "perturbed (a probe on a sample of series)",
+    )
+
+
+@dataclass(frozen=True)
+class ResourceGoals(_Goals):  # metrics/resources/<stage>.json of every stage before validate
+    stages_over_memory_budget: str = _goal(
+        "<= 0", "stages whose peak RSS exceeded resources.memory_budget_mb (or not measured)"
+    )
+
+
 @dataclass(frozen=True)
 class MambaGoals(_Goals):  # test split
-    # expected accuracy under the oracle's probabilities, minus the oracle's own
-    expected_accuracy_minus_oracle: str = ">= -0.005"
-    # the Mamba's expected accuracy minus the best comparator's (paired, same windows)
-    margin_over_best_comparator: str = ">= 0"
-    # models whose realised accuracy beats the oracle's beyond noise: a leak
-    models_above_oracle: str = "<= 0"
+    expected_accuracy_minus_oracle: str = _goal(
+        ">= -0.005", "expected accuracy under the oracle's probabilities minus the oracle's own"
+    )
+    margin_over_best_comparator: str = _goal(
+        ">= 0", "the Mamba's expected accuracy minus the best comparator's, same windows"
+    )
+    models_above_oracle: str = _goal(
+        "<= 0", "models whose accuracy beats the oracle's beyond noise (paired 95%): a leak"
+    )
 
 
 @dataclass(frozen=True)
 class PinnGoals(_Goals):  # in-domain test split, strike K = 1
-    price_rel_l2: str = "<= 1e-4"
-    price_max_abs_k: str = "<= 5e-4"
-    price_mean_abs_k: str = "<= 3e-5"
-    pde_residual_rms: str = "<= 1e-3"
-    delta_max_abs: str = "<= 5e-3"
-    gamma_p95_rel: str = "<= 0.02"
-    vega_p95_rel_atm: str = "<= 0.01"
+    price_rel_l2: str = _goal("<= 1e-4", "relative L2 error of the call price")
+    price_max_abs_k: str = _goal("<= 5e-4", "largest absolute price error, in units of K")
+    price_mean_abs_k: str = _goal("<= 3e-5", "mean absolute price error, in units of K")
+    pde_residual_rms: str = _goal("<= 1e-3", "RMS of the Black-Scholes PDE residual")
+    delta_max_abs: str = _goal("<= 5e-3", "largest absolute delta error")
+    gamma_p95_rel: str = _goal("<= 0.02", "95th percentile of the relative gamma error")
+    vega_p95_rel_atm: str = _goal(
+        "<= 0.01", "95th percentile of the relative vega error near the money"
+    )
 
 
 @dataclass(frozen=True)
 class CetGoals(_Goals):  # held-out test programs
-    pass_rate: str = ">= 0.95"
-    compression: str = "<= 0.3"
+    pass_rate: str = _goal(">= 0.95", "share of held-out programs whose tests pass")
+    compression: str = _goal("<= 0.3", "engineered context tokens over raw context tokens")
 
 
 @dataclass(frozen=True)
 class BenchmarkGoals(_Goals):
-    numpy_single_p95_us: str = "<= 100"  # one price + Greeks, numpy server
-    tf_single_p95_us: str = "<= 1000"
-    cached_p95_us: str = "<= 10"
-    batch_prices_per_s: str = ">= 1e6"
-    batch_greeks_per_s: str = ">= 1.5e5"
-    serving_rss_mib: str = "<= 150"
-    artifact_bytes: str = "<= 1e6"
-    features_rows_per_s: str = ">= 1e6"
-    mamba_over_comparator_step_ratio: str = "<= 3"
+    numpy_single_p95_us: str = _goal("<= 100", "p95 of one price + Greeks, numpy server")
+    tf_single_p95_us: str = _goal("<= 1000", "p95 of one price + Greeks, tf.function")
+    cached_p95_us: str = _goal("<= 10", "p95 of a cached repeat")
+    batch_prices_per_s: str = _goal(">= 1e6", "batch prices per second")
+    batch_greeks_per_s: str = _goal(">= 1.5e5", "batch prices with Greeks per second")
+    serving_rss_mib: str = _goal("<= 150", "peak RSS of the serving process")
+    artifact_bytes: str = _goal("<= 1e6", "size of the exported pricer")
+    features_rows_per_s: str = _goal(">= 1e6", "market feature rows per second")
+    mamba_over_comparator_step_ratio: str = _goal(
+        "<= 3", "Mamba training step over the equal-size GRU's"
+    )
 
 
 @dataclass(frozen=True)
 class ValidateParams:
+    strict: bool = True  # a failed gate fails the stage (false: report only)
+    data: DataGoals = field(default_factory=DataGoals)
+    resources: ResourceGoals = field(default_factory=ResourceGoals)
     mamba: MambaGoals = field(default_factory=MambaGoals)
     pinn: PinnGoals = field(default_factory=PinnGoals)
     cet: CetGoals = field(default_factory=CetGoals)

@@ -43,3 +43,10 @@ class CheckpointError(PipelineError):
 
     exit_code = 6
     kind = "checkpoint"
+
+
+class GateError(PipelineError):
+    """A validate gate that did not pass under ``validate.strict`` (each one named)."""
+
+    exit_code = 7
+    kind = "gate failed"

@@ -22,9 +22,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": oper
 class Goal:
     op: str  # "<=" (an upper bound) or ">=" (a lower bound)
     bound: float
+    meaning: str = dataclasses.field(default="", compare=False)  # what passing says
 
     @classmethod
-    def parse(cls, text: str, where: str = "goal") -> Goal:
+    def parse(cls, text: str, where: str = "goal", meaning: str = "") -> Goal:
         """``"<= 5e-4"`` -> Goal("<=", 5e-4); anything else is one clear ValidationError."""
         op, _, number = str(text).strip().partition(" ")
         try:
@@ -35,7 +36,7 @@ class Goal:
             raise ValidationError(
                 f"params.yaml: {where} = {text!r}: expected a goal '<= number' or '>= number'"
             )
-        return cls(op, bound)
+        return cls(op, bound, meaning)
 
     def met(self, value: float | None) -> bool:
         if value is None or isinstance(value, bool) or not math.isfinite(float(value)):
@@ -47,23 +48,38 @@ class Goal:
 
 
 def goals_of(section: Any) -> dict[str, Goal]:
-    """The goals of a params section (a dataclass of goal strings), in declaration order."""
+    """The goals of a params section (a dataclass of goal strings), in declaration order,
+    each with the meaning its schema field states."""
     return {
-        f.name: Goal.parse(getattr(section, f.name), f.name) for f in dataclasses.fields(section)
+        f.name: Goal.parse(getattr(section, f.name), f.name, f.metadata.get("meaning", ""))
+        for f in dataclasses.fields(section)
     }
 
 
 def evaluate(
     goals: Mapping[str, Goal], figures: Mapping[str, float | None]
 ) -> dict[str, dict[str, Any]]:
-    """``{figure: {goal, reached, met}}`` for every goal, measured or not."""
+    """``{figure: {value, threshold, passed, meaning}}`` for every goal, measured or not."""
     out = {}
     for name, goal in goals.items():
         value = figures.get(name)
-        out[name] = {"goal": str(goal), "reached": value, "met": goal.met(value)}
+        out[name] = {
+            "value": value,
+            "threshold": str(goal),
+            "passed": goal.met(value),
+            "meaning": goal.meaning,
+        }
     return out
 
 
 def failed(report: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The names of the goals in an :func:`evaluate` report that were not met."""
-    return [name for name, r in report.items() if not r["met"]]
+    """The names of the goals in an :func:`evaluate` report that did not pass."""
+    return [name for name, r in report.items() if not r["passed"]]
+
+
+def gate_line(name: str, gate: Mapping[str, Any]) -> str:
+    """One line for a gate: its name, its value, its threshold and what it means."""
+    value = gate["value"]
+    shown = "not measured" if value is None else f"{value:.6g}"
+    meaning = f": {gate['meaning']}" if gate["meaning"] else ""
+    return f"{name} = {shown}, threshold {gate['threshold']}{meaning}"

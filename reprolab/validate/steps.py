@@ -1,8 +1,10 @@
-"""validate: judge every trained model against its goals in ``params.validate``.
+"""validate: judge the data, every trained model and the resources against the gates in
+``params.validate``.
 
 The only stage after training that reads ``data/truth`` (the Mamba's filter oracle). It
-writes ``metrics/validate.json``: per model, the figures judged and ``{goal, reached, met}``
-per goal, and the list of goals that failed.
+writes ``metrics/validate.json``: per section (data, resources, mamba, pinn, cet) the
+figures judged and ``{value, threshold, passed, meaning}`` per gate, and the list of gates
+that failed. Under ``validate.strict`` a failed gate fails the stage, one line per gate.
 """
 
 from __future__ import annotations
@@ -14,15 +16,29 @@ import pandas as pd
 
 from reprolab.core import paths
 from reprolab.core.config import Params
-from reprolab.core.goals import evaluate, failed, goals_of
+from reprolab.core.errors import GateError
+from reprolab.core.goals import evaluate, failed, gate_line, goals_of
 from reprolab.core.io import read_json, read_parquet, write_json
 from reprolab.core.report import rounded
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
+from reprolab.core.stage import DATASETS, MODELS
 from reprolab.validate.chart import comparison_rows, write_comparison
+from reprolab.validate.data import data_judgement
 from reprolab.validate.oracle import above_oracle, oracle_gap, paired_interval, window_scores
 
 BOOTSTRAP = 2000  # resamples of the paired intervals
+SECTIONS = ("data", "resources", "mamba", "pinn", "cet")  # the gated sections, in order
+# The stages before validate (dvc.yaml), each writing metrics/resources/<name>.json.
+JUDGED_STAGES = (
+    *(
+        f"{s}_{d}"
+        for s in ("generate", "split_augment", "features", "data_metrics")
+        for d in DATASETS
+    ),
+    *(f"train_{m}" for m in MODELS),
+    "walk_forward",
+)
 
 
 def mamba_judgement(seed: int) -> dict[str, Any]:
@@ -81,30 +97,56 @@ def walk_forward_judgement() -> dict[str, Any]:
     return out
 
 
-def model_figures(model: str, metrics: dict[str, Any]) -> dict[str, float]:
-    """The figures a model's goals are stated on, from its training metrics."""
-    if model == "pinn":  # the in-domain part of the test split (the held-out band apart)
-        return metrics.get("domain", metrics["test"])
-    if model == "cet":
-        return metrics["test"]["cet"]
-    raise ValueError(model)
+def pinn_judgement() -> dict[str, Any]:
+    """The exported PINN scored again here, against the closed form on the test split: the
+    in-domain figures are judged, the held-out band and the maturity buckets reported."""
+    from reprolab.models.pinn.evaluate import evaluate, parity_error
+    from reprolab.models.pinn.numpy_model import NumpyPinn
+
+    served = NumpyPinn.load(paths.model_dir("pinn") / "weights.npz")
+    test = read_parquet(paths.features("options") / "test")
+    scores = evaluate(served, test)
+    return {
+        **scores,
+        "put_call_parity_max_abs_k": parity_error(served, test),
+        "figures": scores.get("domain", scores["test"]),
+    }
+
+
+def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
+    """The count of stages over the memory budget (a stage with no resource file counts),
+    and a line per such stage. Peak RSS varies run to run, so only the count is reported."""
+    over = []
+    for stage in JUDGED_STAGES:
+        path = paths.RESOURCES / f"{stage}.json"
+        peak = read_json(path).get("peak_rss_mib") if path.exists() else None
+        if peak is None:
+            over.append(f"{stage}: no peak RSS in {path}")
+        elif peak > budget_mb:
+            over.append(f"{stage}: peak RSS {peak:.0f} MiB over {budget_mb} MiB")
+    return {"figures": {"stages_over_memory_budget": len(over)}}, over
 
 
 def judge(params: Params) -> dict[str, Any]:
     report: dict[str, Any] = {}
+    data = data_judgement(params.seed, params.markets.split.embargo, params.markets.features.warmup)
+    report["data"] = {**data, "goals": evaluate(goals_of(params.validate.data), data["figures"])}
+    resources, _ = resources_judgement(params.resources.memory_budget_mb)
+    report["resources"] = {
+        **resources,
+        "goals": evaluate(goals_of(params.validate.resources), resources["figures"]),
+    }
     mamba = mamba_judgement(params.seed)
     report["mamba"] = {
         **mamba,
         "goals": evaluate(goals_of(params.validate.mamba), mamba["figures"]),
     }
     report["walk_forward"] = walk_forward_judgement()
-    for model in ("pinn", "cet"):
-        metrics = read_json(paths.train_metrics(model) / "metrics.json")
-        goals = goals_of(getattr(params.validate, model))
-        report[model] = {"goals": evaluate(goals, model_figures(model, metrics))}
-    report["failed"] = [
-        f"{m}.{g}" for m in ("mamba", "pinn", "cet") for g in failed(report[m]["goals"])
-    ]
+    pinn = pinn_judgement()
+    report["pinn"] = {**pinn, "goals": evaluate(goals_of(params.validate.pinn), pinn["figures"])}
+    cet = read_json(paths.train_metrics("cet") / "metrics.json")["test"]["cet"]
+    report["cet"] = {"goals": evaluate(goals_of(params.validate.cet), cet)}
+    report["failed"] = [f"{m}.{g}" for m in SECTIONS for g in failed(report[m]["goals"])]
     return report
 
 
@@ -115,10 +157,15 @@ def validate(params: Params, res: StageResources) -> None:
     write_comparison(
         rows, paths.PLOTS / "mamba_comparison.json", paths.PLOTS / "mamba_comparison.png"
     )
-    for model in ("mamba", "pinn", "cet"):
-        for name, r in report[model]["goals"].items():
-            value = "not measured" if r["reached"] is None else f"{r['reached']:.6g}"
-            state = "met" if r["met"] else "NOT met"
-            print(
-                f"validate: {model}.{name} = {value} (goal {r['goal']}): {state}", file=sys.stderr
-            )
+    for section in SECTIONS:
+        for name, gate in report[section]["goals"].items():
+            state = "passed" if gate["passed"] else "FAILED"
+            print(f"validate: {state} {gate_line(f'{section}.{name}', gate)}", file=sys.stderr)
+    if report["failed"] and params.validate.strict:
+        _, over = resources_judgement(params.resources.memory_budget_mb)
+        for line in over:
+            print(f"validate: {line}", file=sys.stderr)
+        raise GateError(
+            f"{len(report['failed'])} gate(s) failed: {', '.join(report['failed'])} "
+            f"(see {paths.VALIDATE}; validate.strict: false reports without failing)"
+        )

@@ -106,7 +106,8 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
             assert f"{step}@{dataset}" in stages
     assert {"train@mamba", "train@pinn", "train@cet", "walk_forward", "validate"} <= stages
     judged = json.loads((clone / "metrics/validate.json").read_text())
-    assert {"mamba", "walk_forward", "pinn", "cet", "failed"} == set(judged)
+    assert {"data", "resources", "mamba", "walk_forward", "pinn", "cet", "failed"} == set(judged)
+    assert not [f for f in judged["failed"] if f.startswith(("data.", "resources."))]
     assert judged["mamba"]["oracle_gap"]["model"]["windows"] > 0
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)

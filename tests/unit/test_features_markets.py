@@ -393,6 +393,6 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert metrics["naive_rows"] == 800 and metrics["naive_subset"] == "2 series x 400 rows"
     assert metrics["max_abs_diff_vs_naive"] == 0.0 and metrics["bit_identical_vs_naive"]
     goal = metrics["goals"]["features_rows_per_s"]
-    assert goal["goal"] == ">= 1e+06" and isinstance(goal["met"], bool)
+    assert goal["threshold"] == ">= 1e+06" and isinstance(goal["passed"], bool)
     assert "rows/s" in capsys.readouterr().out
     assert bench.main(["--rows", "0", "--out", str(out)]) == ValidationError.exit_code

@@ -8,7 +8,7 @@ import pytest
 
 from reprolab.core.config import parse_params
 from reprolab.core.errors import ValidationError
-from reprolab.core.goals import Goal, evaluate, failed, goals_of
+from reprolab.core.goals import Goal, evaluate, failed, gate_line, goals_of
 
 
 def test_bounds_are_inclusive_and_point_the_stated_way() -> None:
@@ -28,9 +28,23 @@ def test_evaluate_reports_every_goal_even_when_the_figure_is_missing() -> None:
     goals = {"a": Goal.parse("<= 1"), "b": Goal.parse(">= 2"), "c": Goal.parse("<= 3")}
     report = evaluate(goals, {"a": 0.5, "b": 1.0})
     assert list(report) == ["a", "b", "c"]
-    assert report["a"] == {"goal": "<= 1", "reached": 0.5, "met": True}
-    assert report["c"] == {"goal": "<= 3", "reached": None, "met": False}
+    assert report["a"] == {"value": 0.5, "threshold": "<= 1", "passed": True, "meaning": ""}
+    assert report["c"] == {"value": None, "threshold": "<= 3", "passed": False, "meaning": ""}
     assert failed(report) == ["b", "c"]
+
+
+def test_a_gate_is_one_line_with_its_value_threshold_and_meaning() -> None:
+    gate = evaluate({"x": Goal.parse("<= 1", meaning="errors per row")}, {"x": 2.5})["x"]
+    assert gate_line("data.x", gate) == "data.x = 2.5, threshold <= 1: errors per row"
+    missing = evaluate({"x": Goal.parse(">= 1")}, {})["x"]
+    assert gate_line("m.x", missing) == "m.x = not measured, threshold >= 1"
+
+
+def test_every_gate_in_params_states_what_it_means() -> None:
+    validate = parse_params({}).validate
+    for section in ("data", "resources", "mamba", "pinn", "cet", "benchmark"):
+        for name, goal in goals_of(getattr(validate, section)).items():
+            assert goal.meaning, f"validate.{section}.{name} has no meaning"
 
 
 @pytest.mark.parametrize("text", ["< 1", "<=1", "<= one", "<= nan", "<= inf", "", "1e-4"])

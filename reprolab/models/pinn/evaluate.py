@@ -78,6 +78,15 @@ def score(pricer: Any, df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def parity_error(pricer: Any, test: pd.DataFrame) -> float:
+    """max |C - P - (S - K e^{-r tau})| / K of the served prices (K = 1)."""
+    x, tau, sigma, r = (test[c].to_numpy() for c in ("x", "tau", "sigma", "r"))
+    S = np.exp(x)
+    call = pricer.greeks(S, 1.0, tau, sigma, r, "call")["price"]
+    put = pricer.greeks(S, 1.0, tau, sigma, r, "put")["price"]
+    return float(np.max(np.abs(call - put - (S - np.exp(-r * tau)))))
+
+
 def evaluate(pricer: Any, test: pd.DataFrame) -> dict[str, Any]:
     """Scores on the whole test split, in-domain, held-out band and per maturity bucket."""
     region = test["region"] if "region" in test.columns else pd.Series("domain", test.index)

@@ -27,7 +27,7 @@ from reprolab.core.resources import StageResources
 from reprolab.core.seeding import int_seed, rng
 from reprolab.datasets.options.generate import domain_bounds, heldout_band
 from reprolab.guard.checkpoint import train_fingerprint
-from reprolab.models.pinn.evaluate import evaluate
+from reprolab.models.pinn.evaluate import evaluate, parity_error
 from reprolab.models.pinn.maths import DEFAULT_BOUNDS, frame_coords
 from reprolab.models.pinn.model import build_pinn, pinn_compile_kwargs
 
@@ -56,15 +56,6 @@ def trained_domain(options: OptionsParams) -> dict[str, list[float]]:
     elif low <= lo:
         box[column][0] = high
     return box
-
-
-def _parity_error(pricer: Any, test: pd.DataFrame) -> float:
-    """max |C - P - (S - K e^{-r tau})| / K of the served prices (K = 1)."""
-    x, tau, sigma, r = (test[c].to_numpy() for c in ("x", "tau", "sigma", "r"))
-    S = np.exp(x)
-    call = pricer.greeks(S, 1.0, tau, sigma, r, "call")["price"]
-    put = pricer.greeks(S, 1.0, tau, sigma, r, "put")["price"]
-    return float(np.max(np.abs(call - put - (S - np.exp(-r * tau)))))
 
 
 def train(params: Params, res: StageResources) -> None:
@@ -114,7 +105,7 @@ def train(params: Params, res: StageResources) -> None:
     accuracy = evaluate(served, splits["test"])
     report = {
         **accuracy,
-        "put_call_parity_max_abs_k": _parity_error(served, splits["test"]),
+        "put_call_parity_max_abs_k": parity_error(served, splits["test"]),
         "artifact_bytes": weights.stat().st_size,
         "events": list(result.events),
     }

@@ -1,0 +1,290 @@
+"""The validate stage on real tiny data: every gate passes on an honest pipeline, and every
+gate fails, naming itself, when what it guards is broken."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from reprolab.core import paths
+from reprolab.core.config import Params, PinnGoals, load_params, parse_params
+from reprolab.core.errors import GateError
+from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
+from reprolab.core.resources import StageResources
+from reprolab.core.stage import DATASETS, dispatch
+from reprolab.validate.steps import JUDGED_STAGES, judge, validate
+from tests import tiny
+
+
+def _original_test_windows() -> pd.DataFrame:
+    windows = read_parquet(paths.features("markets") / "windows" / "test.parquet")
+    return windows.loc[windows["copy"] == 0, ["symbol", "date", "label"]]
+
+
+def _oracle(keys: pd.DataFrame) -> np.ndarray:
+    truth = read_parquet(paths.truth("markets"), columns=["symbol", "date", "oracle_p_up"])
+    return keys.merge(truth, on=["symbol", "date"], how="left")["oracle_p_up"].to_numpy()
+
+
+def write_model_outputs(probability: np.ndarray | None = None) -> None:
+    """What the training stages leave for validate: Mamba predictions on the test windows
+    (default: the oracle's own), a comparator, walk-forward folds, the PINN's and CET's
+    metrics and a resource file per stage."""
+    keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
+    oracle = _oracle(keys)
+    p = oracle if probability is None else probability
+    mamba = paths.model_dir("mamba")
+    write_parquet(mamba / "predictions.parquet", keys.assign(probability=p))
+    write_parquet(
+        mamba / "comparators" / "majority_predictions.parquet", keys.assign(probability=0.6)
+    )
+    folds = keys.assign(fold=np.arange(len(keys)) * 3 // len(keys), model="mamba", probability=p)
+    write_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet", folds)
+    cet = {"pass_rate": 0.99, "compression": 0.2}
+    write_json(paths.train_metrics("cet") / "metrics.json", {"test": {"cet": cet}})
+    for stage in JUDGED_STAGES:
+        path = paths.RESOURCES / f"{stage}.json"
+        if not path.exists():
+            write_json(path, {"stage": stage, "peak_rss_mib": 300.0})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data stages of every dataset, run for real on the tiny profile."""
+    root = tmp_path_factory.mktemp("validate")
+    tiny.write_params(root)
+    with contextlib.chdir(root):
+        params = load_params()
+        for step in ("generate", "split_augment", "features"):
+            for dataset in DATASETS:
+                with StageResources(f"{step}@{dataset}", show_progress=False) as res:
+                    dispatch(step, dataset, params, res)
+        write_model_outputs()
+        export_pinn(params)
+        # An untrained PINN cannot meet the default goals: the gates are set at its own
+        # figures (x2), so that a worse PINN fails them.
+        figures = judge(params)["pinn"]["figures"]
+        thresholds = {name: f"<= {2 * figures[name]:.6g}" for name in PINN_GOALS}
+        tiny.write_params(root, validate={"pinn": thresholds})
+    return root
+
+
+PINN_GOALS = [f.name for f in dataclasses.fields(PinnGoals)]
+
+
+def export_pinn(params: Params) -> None:
+    """An exported PINN (untrained: what validate scores is the file, not the training)."""
+    from reprolab.models.pinn.model import build_pinn, export_weights
+
+    model = build_pinn(params.train.pinn, seed=0)
+    export_weights(model, paths.model_dir("pinn") / "weights.npz")
+
+
+def _params(**over: Any) -> Params:
+    """The world's params (tiny, with the PINN gates at the exported PINN's figures)."""
+    return parse_params(tiny.merge(yaml.safe_load(Path("params.yaml").read_text()), over))
+
+
+@pytest.fixture
+def world(built: Path, tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the built pipeline to break."""
+    root = tmp_path / "w"
+    shutil.copytree(built, root)
+    with contextlib.chdir(root):
+        yield root
+
+
+def _failed(**params: object) -> list[str]:
+    return judge(_params(**params))["failed"]
+
+
+def test_every_gate_passes_on_the_honest_pipeline(world: Path) -> None:
+    report = judge(_params())
+    sections = ("data", "resources", "mamba", "pinn", "cet")
+    gates = {f"{s}.{g}": r for s in sections for g, r in report[s]["goals"].items()}
+    assert set(report["data"]["goals"]) == {
+        "schema_mismatches",
+        "missing_share",
+        "split_overlaps",
+        "augmented_outside_train",
+        "embargo_shortfall_days",
+        "lookahead_changed_rows",
+    }
+    assert all(set(g) == {"value", "threshold", "passed", "meaning"} for g in gates.values())
+    assert all(g["meaning"] for g in gates.values())
+    assert report["failed"] == []
+    assert report["data"]["figures"]["augmented_outside_train"] == 0
+    assert report["mamba"]["goals"]["models_above_oracle"]["passed"]
+
+
+def test_a_forecast_far_below_the_oracle_fails_its_gates_and_folds_are_judged(
+    world: Path,
+) -> None:
+    keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
+    write_model_outputs(1.0 - _oracle(keys))  # the oracle's opposite
+    report = judge(_params())
+    gaps = report["mamba"]["oracle_gap"]
+    assert set(gaps) == {"model", "majority"}
+    assert gaps["model"]["expected_accuracy_minus_oracle"] < -0.05
+    assert report["failed"] == [
+        "mamba.expected_accuracy_minus_oracle",
+        "mamba.margin_over_best_comparator",
+    ]
+    wf = report["walk_forward"]
+    assert sorted(wf["folds"]) == ["fold_0", "fold_1", "fold_2"]
+    assert sum(f["mamba"]["windows"] for f in wf["folds"].values()) == len(keys)
+    assert wf["pooled"]["mamba"]["accuracy"] == gaps["model"]["accuracy"]
+
+
+def test_thresholds_come_from_params(world: Path) -> None:
+    report = judge(_params(validate={"cet": {"pass_rate": ">= 0.995"}}))
+    assert report["cet"]["goals"]["pass_rate"] == {
+        "value": 0.99,
+        "threshold": ">= 0.995",
+        "passed": False,
+        "meaning": "share of held-out programs whose tests pass",
+    }
+    assert report["failed"] == ["cet.pass_rate"]
+
+
+def test_a_market_row_in_two_splits_fails_the_overlap_gate(world: Path) -> None:
+    part = sorted((paths.split("markets") / "train").glob("part-*.parquet"))[0]
+    train = read_parquet(part)
+    val = read_parquet(paths.split("markets") / "val")
+    leaked = val.loc[~val["context"]].head(5)
+    write_parquet(part, pd.concat([train, leaked], ignore_index=True))
+    report = judge(_params())
+    assert report["data"]["details"]["split_overlaps"]["markets (symbol, date)"] == 5
+    assert "data.split_overlaps" in report["failed"]
+
+
+def test_a_context_template_in_two_splits_fails_the_overlap_gate(world: Path) -> None:
+    split = paths.split("contexts")
+    train = read_parquet(split / "train.parquet")
+    test = read_parquet(split / "test.parquet")
+    test.loc[0, "template_hash"] = train.loc[0, "template_hash"]
+    write_parquet(split / "test.parquet", test)
+    assert "data.split_overlaps" in _failed()
+
+
+def test_an_option_contract_in_two_splits_fails_the_overlap_gate(world: Path) -> None:
+    part = sorted((paths.split("options") / "test").glob("part-*.parquet"))[0]
+    test = read_parquet(part)
+    train = read_parquet(paths.split("options") / "train")
+    test.loc[0, "contract_id"] = train.loc[0, "contract_id"]
+    write_parquet(part, test)
+    assert "data.split_overlaps" in _failed()
+
+
+def test_augmented_rows_outside_train_fail_their_gate(world: Path) -> None:
+    part = sorted((paths.split("markets") / "test").glob("part-*.parquet"))[0]
+    test = read_parquet(part)
+    test.loc[test.index[-3:], "augmented"] = True
+    write_parquet(part, test)
+    report = judge(_params())
+    assert report["data"]["figures"]["augmented_outside_train"] == 3
+    assert "data.augmented_outside_train" in report["failed"]
+
+
+def test_a_gap_shorter_than_the_embargo_fails_its_gate(world: Path) -> None:
+    embargo = _params().markets.split.embargo
+    report = judge(_params(markets={"split": {"embargo": embargo + 4}}))
+    assert report["data"]["figures"]["embargo_shortfall_days"] == 4
+    assert "data.embargo_shortfall_days" in report["failed"]
+
+
+def test_a_part_with_another_dtype_fails_the_schema_gate(world: Path) -> None:
+    part = sorted((paths.split("markets") / "val").glob("part-*.parquet"))[-1]
+    write_parquet(part, read_parquet(part).astype({"volume": "float64"}))
+    report = judge(_params())
+    assert report["data"]["details"]["schema_mismatched_files"] == [str(part)]
+    assert "data.schema_mismatches" in report["failed"]
+
+
+def test_missing_values_fail_the_missing_share_gate(world: Path) -> None:
+    split = paths.split("contexts")
+    val = read_parquet(split / "val.parquet")
+    val.loc[0, "n_raw_chars"] = np.nan
+    write_parquet(split / "val.parquet", val)
+    report = judge(_params())
+    assert report["data"]["details"]["missing_share_column"] == "contexts/val.n_raw_chars"
+    assert "data.missing_share" in report["failed"]
+
+
+def test_a_feature_computed_from_a_later_row_fails_the_lookahead_gate(world: Path) -> None:
+    rows = paths.features("markets") / "rows" / "train"
+    for part in sorted(rows.glob("part-*.parquet")):
+        table = read_parquet(part)
+        series = table.groupby(["symbol", "copy"], sort=False)["log_return"]
+        table["log_return"] = series.shift(-1)  # each row sees tomorrow's return
+        write_parquet(part, table)
+    report = judge(_params())
+    assert report["data"]["figures"]["lookahead_changed_rows"] > 0
+    assert "data.lookahead_changed_rows" in report["failed"]
+
+
+def test_the_oracle_plus_a_peek_at_the_label_trips_the_leakage_alarm(world: Path) -> None:
+    labels = _original_test_windows()["label"].to_numpy()
+    oracle = _oracle(_original_test_windows()[["symbol", "date"]].reset_index(drop=True))
+    write_model_outputs(np.clip(oracle + 0.4 * (labels - 0.5), 0.0, 1.0))
+    report = judge(_params())
+    assert report["mamba"]["above_oracle"]["model"]["alarm"]
+    assert "mamba.models_above_oracle" in report["failed"]
+
+
+def test_a_stage_over_the_memory_budget_fails_the_resources_gate(world: Path) -> None:
+    write_json(paths.RESOURCES / "train_pinn.json", {"peak_rss_mib": 9000.0})
+    (paths.RESOURCES / "walk_forward.json").unlink()
+    report = judge(_params(resources={"memory_budget_mb": 8192}))
+    assert report["resources"]["figures"]["stages_over_memory_budget"] == 2
+    assert "resources.stages_over_memory_budget" in report["failed"]
+
+
+def test_a_pinn_with_perturbed_weights_fails_its_gates(world: Path) -> None:
+    path = paths.model_dir("pinn") / "weights.npz"
+    with np.load(path) as stored:
+        weights = {k: stored[k] for k in stored.files}
+    g = np.random.default_rng(0)
+    for name, w in weights.items():
+        if w.dtype.kind == "f" and w.ndim == 2:  # the layers' kernels
+            weights[name] = w + 0.2 * g.standard_normal(w.shape).astype(w.dtype)
+    np.savez(path, **weights)
+    failed = _failed()
+    assert {"pinn.price_rel_l2", "pinn.price_max_abs_k"} <= set(failed), failed
+    assert all(f.startswith("pinn.") for f in failed)
+
+
+CET_MISSES = {"strict": True, "cet": {"pass_rate": ">= 0.995", "compression": "<= 0.1"}}
+
+
+def test_strict_validate_fails_with_one_line_per_failed_gate(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = StageResources("validate", show_progress=False)
+    with pytest.raises(GateError, match=r"^2 gate\(s\) failed: cet.pass_rate, cet.compression "):
+        validate(_params(validate=CET_MISSES), res)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if line.startswith("validate: FAILED")] == [
+        "validate: FAILED cet.pass_rate = 0.99, threshold >= 0.995: "
+        "share of held-out programs whose tests pass",
+        "validate: FAILED cet.compression = 0.2, threshold <= 0.1: "
+        "engineered context tokens over raw context tokens",
+    ]
+    assert sum(line.startswith("validate: passed") for line in lines) > 10
+    # the report is written before the stage fails, so the user can read it
+    assert read_json(paths.VALIDATE)["failed"] == ["cet.pass_rate", "cet.compression"]
+
+
+def test_report_only_validate_writes_the_failures_and_returns(world: Path) -> None:
+    res = StageResources("validate", show_progress=False)
+    validate(_params(validate={**CET_MISSES, "strict": False}), res)
+    assert read_json(paths.VALIDATE)["failed"] == ["cet.pass_rate", "cet.compression"]
