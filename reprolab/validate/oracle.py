@@ -17,15 +17,21 @@ import pandas as pd
 from reprolab.core.errors import DataQualityError
 
 
+def _joined(predictions: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Labels, predicted probability and the oracle's, per test window (``labels`` order)."""
+    joined = labels.merge(predictions, on=["symbol", "date"], how="left", validate="one_to_one")
+    joined = joined.merge(truth, on=["symbol", "date"], how="left", validate="one_to_one")
+    if joined["probability"].isna().any() or joined["oracle_p_up"].isna().any():
+        raise DataQualityError("oracle gap: predictions or truth do not cover every test window")
+    return joined
+
+
 def window_scores(
     predictions: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame
 ) -> dict[str, np.ndarray]:
     """Per test window, in ``labels`` order: realised hit (0/1) and expected hit under the
     oracle's probabilities, for the predictions and for the oracle itself."""
-    joined = labels.merge(predictions, on=["symbol", "date"], how="left", validate="one_to_one")
-    joined = joined.merge(truth, on=["symbol", "date"], how="left", validate="one_to_one")
-    if joined["probability"].isna().any() or joined["oracle_p_up"].isna().any():
-        raise DataQualityError("oracle gap: predictions or truth do not cover every test window")
+    joined = _joined(predictions, labels, truth)
     y = joined["label"].to_numpy().astype(bool)
     up = joined["probability"].to_numpy() > 0.5
     p = joined["oracle_p_up"].to_numpy()
@@ -37,6 +43,28 @@ def window_scores(
         "oracle_expected": np.where(oracle_up, p, 1 - p),
         "agrees": (up == oracle_up).astype(np.float64),
     }
+
+
+def reliability(
+    predictions: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame, bins: int = 10
+) -> list[dict[str, float]]:
+    """Equal-count bins of the predicted probability: its mean, the oracle's mean probability
+    (what a calibrated forecast would say, without label noise) and the realised up-share."""
+    joined = _joined(predictions, labels, truth).sort_values("probability", kind="stable")
+    rows = []
+    for part in np.array_split(np.arange(len(joined)), bins):
+        if len(part) == 0:
+            continue
+        chunk = joined.iloc[part]
+        rows.append(
+            {
+                "windows": len(chunk),
+                "predicted": float(chunk["probability"].mean()),
+                "oracle": float(chunk["oracle_p_up"].mean()),
+                "realised": float(chunk["label"].mean()),
+            }
+        )
+    return rows
 
 
 def oracle_gap(predictions: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame) -> dict:

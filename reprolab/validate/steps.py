@@ -25,9 +25,18 @@ from reprolab.core.seeding import rng
 from reprolab.core.stage import DATASETS, MODELS
 from reprolab.validate.chart import comparison_rows, write_comparison
 from reprolab.validate.data import data_judgement
-from reprolab.validate.oracle import above_oracle, oracle_gap, paired_interval, window_scores
+from reprolab.validate.oracle import (
+    above_oracle,
+    oracle_gap,
+    paired_interval,
+    reliability,
+    window_scores,
+)
+from reprolab.validate.pinn import pinn_judgement
+from reprolab.validate.report import write_report
 
 BOOTSTRAP = 2000  # resamples of the paired intervals
+REPORT = paths.METRICS / "report.md"  # the review a pull request reads
 SECTIONS = ("data", "resources", "mamba", "pinn", "cet")  # the gated sections, in order
 # The stages before validate (dvc.yaml), each writing metrics/resources/<name>.json.
 JUDGED_STAGES = (
@@ -55,6 +64,8 @@ def mamba_judgement(seed: int) -> dict[str, Any]:
     gaps, leakage, scores = {}, {}, {}
     for name, path in files.items():
         predictions = read_parquet(path)
+        if name == "model":
+            calibration = reliability(predictions, labels, truth)
         gaps[name] = oracle_gap(predictions, labels, truth)
         scores[name] = window_scores(predictions, labels, truth)
         leakage[name] = above_oracle(scores[name], BOOTSTRAP, rng(seed, "validate", name))
@@ -73,6 +84,7 @@ def mamba_judgement(seed: int) -> dict[str, Any]:
         "oracle_gap": gaps,
         "above_oracle": leakage,
         "margin_over_best_comparator": margin,
+        "reliability": calibration,
         "figures": figures,
     }
 
@@ -97,22 +109,6 @@ def walk_forward_judgement() -> dict[str, Any]:
     return out
 
 
-def pinn_judgement() -> dict[str, Any]:
-    """The exported PINN scored again here, against the closed form on the test split: the
-    in-domain figures are judged, the held-out band and the maturity buckets reported."""
-    from reprolab.models.pinn.evaluate import evaluate, parity_error
-    from reprolab.models.pinn.numpy_model import NumpyPinn
-
-    served = NumpyPinn.load(paths.model_dir("pinn") / "weights.npz")
-    test = read_parquet(paths.features("options") / "test")
-    scores = evaluate(served, test)
-    return {
-        **scores,
-        "put_call_parity_max_abs_k": parity_error(served, test),
-        "figures": scores.get("domain", scores["test"]),
-    }
-
-
 def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
     """The count of stages over the memory budget (a stage with no resource file counts),
     and a line per such stage. Peak RSS varies run to run, so only the count is reported."""
@@ -125,6 +121,19 @@ def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
         elif peak > budget_mb:
             over.append(f"{stage}: peak RSS {peak:.0f} MiB over {budget_mb} MiB")
     return {"figures": {"stages_over_memory_budget": len(over)}}, over
+
+
+def cet_baselines(report: dict[str, Any]) -> dict[str, float | None]:
+    """Test pass rates of the contexts' baselines (data metrics) and of the CET."""
+    rates = read_json(paths.data_metrics("contexts"))["test"]["pass_rate"]
+    order = ("none", "raw", "heuristic", "gold")
+    return {**{k: rates.get(k) for k in order}, "cet": report["cet"]["goals"]["pass_rate"]["value"]}
+
+
+def stage_resources() -> list[dict[str, Any]]:
+    """The resource file of every judged stage that wrote one, in pipeline order."""
+    files = [paths.RESOURCES / f"{stage}.json" for stage in JUDGED_STAGES]
+    return [read_json(f) for f in files if f.exists()]
 
 
 def judge(params: Params) -> dict[str, Any]:
@@ -157,6 +166,7 @@ def validate(params: Params, res: StageResources) -> None:
     write_comparison(
         rows, paths.PLOTS / "mamba_comparison.json", paths.PLOTS / "mamba_comparison.png"
     )
+    write_report(report, SECTIONS, cet_baselines(report), stage_resources(), REPORT, paths.PLOTS)
     for section in SECTIONS:
         for name, gate in report[section]["goals"].items():
             state = "passed" if gate["passed"] else "FAILED"

@@ -21,7 +21,8 @@ from reprolab.core.errors import GateError
 from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
 from reprolab.core.resources import StageResources
 from reprolab.core.stage import DATASETS, dispatch
-from reprolab.validate.steps import JUDGED_STAGES, judge, validate
+from reprolab.validate.report import PLOTS
+from reprolab.validate.steps import JUDGED_STAGES, REPORT, judge, validate
 from tests import tiny
 
 
@@ -54,7 +55,7 @@ def write_model_outputs(probability: np.ndarray | None = None) -> None:
     for stage in JUDGED_STAGES:
         path = paths.RESOURCES / f"{stage}.json"
         if not path.exists():
-            write_json(path, {"stage": stage, "peak_rss_mib": 300.0})
+            write_json(path, {"stage": stage, "wall_s": 1.0, "peak_rss_mib": 300.0})
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny.write_params(root)
     with contextlib.chdir(root):
         params = load_params()
-        for step in ("generate", "split_augment", "features"):
+        for step in ("generate", "split_augment", "features", "data_metrics"):
             for dataset in DATASETS:
                 with StageResources(f"{step}@{dataset}", show_progress=False) as res:
                     dispatch(step, dataset, params, res)
@@ -282,6 +283,14 @@ def test_strict_validate_fails_with_one_line_per_failed_gate(
     assert sum(line.startswith("validate: passed") for line in lines) > 10
     # the report is written before the stage fails, so the user can read it
     assert read_json(paths.VALIDATE)["failed"] == ["cet.pass_rate", "cet.compression"]
+    review = REPORT.read_text()
+    assert "**2 gate(s) failed:** `cet.pass_rate`, `cet.compression`" in review
+    assert review.count("**FAIL**") == 2
+    for section in ("data", "resources", "mamba", "pinn", "cet"):
+        assert f"## {section}\n" in review
+    for name in PLOTS.values():
+        assert f"(plots/{name})" in review
+        assert (paths.PLOTS / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_only_validate_writes_the_failures_and_returns(world: Path) -> None:

@@ -1,0 +1,227 @@
+"""metrics/report.md: the review a pull request needs, from what validate judged.
+
+A table of gates per section (value, threshold, passed), the forecast comparison, the
+walk-forward folds, and four plots beside it in ``metrics/plots/``: the Mamba's
+reliability against the oracle, the PINN's price error over moneyness x maturity, the CET
+against its baselines, and every stage's time and memory (timing: not reproducible, which
+is why the report is not cached).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reprolab.core.io import atomic_path, atomic_write_text
+
+PLOTS = {
+    "reliability": "mamba_reliability.png",
+    "pinn_error": "pinn_error_heatmap.png",
+    "cet": "cet_pass_rates.png",
+    "resources": "stage_resources.png",
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def gates_table(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    rows = [
+        (
+            f"`{name}`",
+            g["value"],
+            g["threshold"],
+            "pass" if g["passed"] else "**FAIL**",
+            g["meaning"],
+        )
+        for name, g in gates.items()
+    ]
+    return table(("gate", "value", "threshold", "result", "what it means"), rows)
+
+
+def _figure(plt: Any, path: Path, draw: Any, size: tuple[float, float]) -> None:
+    fig, ax = plt.subplots(figsize=size)
+    draw(fig, ax)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_plots(
+    report: Mapping[str, Any],
+    cet_baselines: Mapping[str, float],
+    resources: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    bins = report["mamba"]["reliability"]
+
+    def reliability(fig: Any, ax: Any) -> None:
+        pred = [b["predicted"] for b in bins]
+        ax.plot(pred, [b["oracle"] for b in bins], "o-", label="oracle's probability")
+        ax.plot(pred, [b["realised"] for b in bins], "s--", alpha=0.6, label="realised up-share")
+        lo, hi = min(pred), max(pred)
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="calibrated")
+        ax.set_xlabel("Mamba's predicted probability of up (decile mean)")
+        ax.set_ylabel("probability of up")
+        ax.set_title("Mamba reliability against the filter oracle (test split)")
+        ax.legend()
+
+    _figure(plt, out_dir / PLOTS["reliability"], reliability, (6.5, 4.5))
+
+    grid = report["pinn"]["error_grid"]
+    taus = list(dict.fromkeys(c["tau"] for c in grid))
+    edges = sorted({c["moneyness_lo"] for c in grid})
+    values = np.full((len(taus), len(edges)), np.nan)
+    for c in grid:
+        if c["max_abs_k"] is not None:
+            values[taus.index(c["tau"]), edges.index(c["moneyness_lo"])] = c["max_abs_k"]
+
+    def heatmap(fig: Any, ax: Any) -> None:
+        image = ax.imshow(values, aspect="auto", cmap="viridis", origin="lower")
+        ax.set_yticks(range(len(taus)), taus)
+        ax.set_xticks(range(len(edges)), [f"{e:.2f}" for e in edges], rotation=45)
+        ax.set_xlabel("moneyness S/K (bin start)")
+        ax.set_ylabel("maturity")
+        ax.set_title("PINN max |C - C_bs| / K, in-domain test split")
+        fig.colorbar(image, ax=ax)
+
+    _figure(plt, out_dir / PLOTS["pinn_error"], heatmap, (7, 4))
+
+    def cet(fig: Any, ax: Any) -> None:
+        names = list(cet_baselines)
+        ax.bar(
+            names,
+            [cet_baselines[n] for n in names],
+            color=["tab:gray"] * (len(names) - 1) + ["tab:blue"],
+        )
+        ax.set_ylabel("test pass rate")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("Context engineering: the CET against its baselines")
+
+    _figure(plt, out_dir / PLOTS["cet"], cet, (6, 4))
+
+    def stages(fig: Any, ax: Any) -> None:
+        names = [r["stage"] for r in resources]
+        y = np.arange(len(names))
+        ax.barh(y, [r["wall_s"] for r in resources], color="tab:blue")
+        ax.set_yticks(y, names)
+        ax.set_xlabel("wall seconds")
+        twin = ax.twiny()
+        twin.plot([r["peak_rss_mib"] for r in resources], y, "o", color="tab:red")
+        twin.set_xlim(left=0)
+        twin.set_xlabel("peak RSS (MiB, red)")
+        ax.set_title("Stage time and memory (this run; timing, not a result)")
+
+    _figure(plt, out_dir / PLOTS["resources"], stages, (8, 6))
+
+
+def render(
+    report: Mapping[str, Any],
+    sections: Sequence[str],
+    cet_baselines: Mapping[str, float],
+    plots_dir: str,
+) -> str:
+    """The markdown text of the report."""
+    failed = report["failed"]
+    verdict = (
+        "**Every gate passed.**"
+        if not failed
+        else f"**{len(failed)} gate(s) failed:** " + ", ".join(f"`{f}`" for f in failed)
+    )
+    lines = ["# Validation report", "", verdict, ""]
+    for section in sections:
+        lines += [f"## {section}", "", *gates_table(report[section]["goals"]), ""]
+    lines += ["## Forecast comparison (test split, the same windows)", ""]
+    gaps = report["mamba"]["oracle_gap"]
+    order = sorted(gaps, key=lambda n: -gaps[n]["expected_accuracy"])
+    rows = [
+        (
+            "**mamba**" if n == "model" else n,
+            gaps[n]["accuracy"],
+            gaps[n]["expected_accuracy"],
+            round(100 * gaps[n]["expected_accuracy_minus_oracle"], 3),
+            round(100 * gaps[n]["accuracy_minus_oracle"], 3),
+        )
+        for n in order
+    ]
+    header = ("model", "accuracy", "expected accuracy", "expected gap (pt)", "realised gap (pt)")
+    lines += table(header, rows)
+    margin = report["mamba"]["margin_over_best_comparator"]
+    if margin:
+        lines += [
+            "",
+            f"Margin over the best comparator ({margin['best']}): "
+            f"{100 * margin['difference']:+.3f} pt, paired 95 % interval "
+            f"[{100 * margin['ci95_low']:+.3f}, {100 * margin['ci95_high']:+.3f}] pt.",
+        ]
+    wf = report["walk_forward"]
+    models = sorted({m for fold in wf["folds"].values() for m in fold})
+    rows = [
+        (
+            fold,
+            *(
+                round(100 * wf["folds"][fold][m]["expected_accuracy_minus_oracle"], 3)
+                for m in models
+            ),
+        )
+        for fold in sorted(wf["folds"])
+    ]
+    rows.append(
+        (
+            "pooled",
+            *(round(100 * wf["pooled"][m]["expected_accuracy_minus_oracle"], 3) for m in models),
+        )
+    )
+    lines += [
+        "",
+        "## Walk-forward (expected gap to the oracle, pt)",
+        "",
+        *table(("fold", *models), rows),
+    ]
+    lines += ["", "## CET against its baselines (test pass rate)", ""]
+    lines += table(("context", "pass rate"), list(cet_baselines.items()))
+    lines += ["", "## Plots", ""]
+    captions = {
+        "reliability": "Mamba reliability against the oracle",
+        "pinn_error": "PINN price error over moneyness x maturity",
+        "cet": "CET pass rates by baseline",
+        "resources": "Stage time and memory",
+    }
+    lines += [f"![{captions[k]}]({plots_dir}/{name})" for k, name in PLOTS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    report: Mapping[str, Any],
+    sections: Sequence[str],
+    cet_baselines: Mapping[str, float],
+    resources: Sequence[Mapping[str, Any]],
+    path: Path,
+    plots: Path,
+) -> None:
+    write_plots(report, cet_baselines, resources, plots)
+    rel = Path(os.path.relpath(plots, path.parent)).as_posix()
+    atomic_write_text(path, render(report, sections, cet_baselines, rel))
