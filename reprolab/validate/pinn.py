@@ -41,6 +41,37 @@ def error_grid(pricer: Any, df: pd.DataFrame, moneyness_bins: int = 8) -> list[d
     return rows
 
 
+def fresh_sample(domain: dict[str, list[float]], n: int, seed: int) -> pd.DataFrame:
+    """``n`` contracts drawn uniformly over the trained box (``models/pinn/domain.json``),
+    with a generator of their own: rows no split holds, so the goals hold over the whole
+    box and not only near the training rows."""
+    gen = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
+    return pd.DataFrame({name: gen.uniform(lo, hi, n) for name, (lo, hi) in sorted(domain.items())})
+
+
+def price_errors(pricer: Any, df: pd.DataFrame, kind: str) -> dict[str, Any]:
+    """Relative L2, max and mean |V - V_bs| / K of calls or puts (K = 1), and where the
+    largest error sits."""
+    x, tau = df["x"].to_numpy(), df["tau"].to_numpy()
+    sigma, r = df["sigma"].to_numpy(), df["r"].to_numpy()
+    price = pricer.greeks(np.exp(x), 1.0, tau, sigma, r, kind)["price"]
+    exact = bs_price_greeks(np.exp(x), 1.0, tau, sigma, r, kind)["price"]
+    err = np.abs(price - exact)
+    worst = int(np.argmax(err))
+    return {
+        "rows": len(df),
+        "price_rel_l2": float(np.linalg.norm(err) / np.linalg.norm(exact)),
+        "price_max_abs_k": float(err[worst]),
+        "price_mean_abs_k": float(err.mean()),
+        "worst": {
+            "moneyness": float(np.exp(x[worst])),
+            "tau": float(tau[worst]),
+            "sigma": float(sigma[worst]),
+            "r": float(r[worst]),
+        },
+    }
+
+
 def pinn_judgement() -> dict[str, Any]:
     """The exported PINN scored again here, against the closed form on the test split: the
     in-domain figures are judged; the held-out band, the maturity buckets and the error over
