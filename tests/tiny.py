@@ -74,7 +74,22 @@ PROFILE: dict[str, Any] = {
     },
     # Models this small cannot meet the default params' goals: validate reports them without
     # failing (the data and resource gates are still asserted by the end-to-end test).
-    "validate": {"strict": False},
+    "validate": {"strict": False, "pinn_fresh_contracts": 2000, "pinn_quantlib_contracts": 50},
+    # Every benchmark figure, each measured once on a handful of inputs.
+    "benchmark": {
+        "rounds": 1,
+        "calls": 20,
+        "warmup": 5,
+        "batch": 1000,
+        "quantlib_options": 20,
+        "mamba_windows": 64,
+        "train_steps": 2,
+        "scan_lengths": [16],
+        "scan_repeats": 1,
+        "feature_rows": 1000,
+        "cet_programs": 2,
+        "cet_adapter_steps": 1,
+    },
 }
 
 

@@ -544,12 +544,35 @@ class PinnGoals(_Goals):  # in-domain test split, strike K = 1
     vega_p95_rel_atm: str = _goal(
         "<= 0.01", "95th percentile of the relative vega error near the money"
     )
+    fresh_price_rel_l2: str = _goal(
+        "<= 1e-4", "relative L2 error of the call price, fresh sample over the trained box"
+    )
+    fresh_price_max_abs_k: str = _goal(
+        "<= 5e-4", "largest absolute price error in units of K, fresh sample over the box"
+    )
+    fresh_price_mean_abs_k: str = _goal(
+        "<= 3e-5", "mean absolute price error in units of K, fresh sample over the box"
+    )
+    put_call_parity_max_abs_k: str = _goal(
+        "<= 1e-9", "largest |C - P - (S - K e^-r tau)| / K of the served prices"
+    )
+    quantlib_max_abs_k: str = _goal(
+        "<= 1e-9",
+        "largest gap between the closed form the PINN is judged by and QuantLib's "
+        "AnalyticEuropeanEngine, seeded sample: the yardstick checked from outside",
+    )
 
 
 @dataclass(frozen=True)
 class CetGoals(_Goals):  # held-out test programs
     pass_rate: str = _goal(">= 0.95", "share of held-out programs whose tests pass")
     compression: str = _goal("<= 0.3", "engineered context tokens over raw context tokens")
+    margin_over_heuristic: str = _goal(
+        ">= 0.3", "pass rate minus the keyword heuristic's, same programs"
+    )
+    gold_pass_rate: str = _goal(
+        ">= 1", "pass rate of the gold contexts: the reconstructor's own check"
+    )
 
 
 @dataclass(frozen=True)
@@ -570,12 +593,39 @@ class BenchmarkGoals(_Goals):
 @dataclass(frozen=True)
 class ValidateParams:
     strict: bool = True  # a failed gate fails the stage (false: report only)
+    # The PINN's fresh seeded sample over its trained box (fresh draws, not the test split),
+    # and the contracts of that sample QuantLib prices one by one as the outside check.
+    pinn_fresh_contracts: int = _bounded(200_000, ge=1, le=10_000_000)
+    pinn_quantlib_contracts: int = _bounded(2000, ge=1, le=1_000_000)
     data: DataGoals = field(default_factory=DataGoals)
     resources: ResourceGoals = field(default_factory=ResourceGoals)
     mamba: MambaGoals = field(default_factory=MambaGoals)
     pinn: PinnGoals = field(default_factory=PinnGoals)
     cet: CetGoals = field(default_factory=CetGoals)
     benchmark: BenchmarkGoals = field(default_factory=BenchmarkGoals)
+
+
+# --------------------------------------------------------------------------- benchmark
+@dataclass(frozen=True)
+class BenchmarkParams:
+    """Sizes of the benchmark stage's measurements (it reads the trained models)."""
+
+    rounds: int = _bounded(5, ge=1, le=100)  # single-call rounds, every path once a round
+    calls: int = _bounded(1000, ge=2, le=100_000)  # single calls a round (distinct contracts)
+    warmup: int = _bounded(200, ge=0, le=10_000)  # untimed calls at the start of a round
+    batch: int = _bounded(100_000, ge=1, le=10_000_000)  # contracts in the batch timings
+    quantlib_options: int = _bounded(2000, ge=1, le=1_000_000)  # priced one by one
+    mamba_windows: int = _bounded(8192, ge=1, le=1_000_000)  # inference windows
+    train_steps: int = _bounded(20, ge=1, le=10_000)  # Mamba and GRU steps, in alternation
+    scan_lengths: list[int] = _list([60, 256], min_len=1, ge=2, le=4096)
+    scan_repeats: int = _bounded(5, ge=1, le=100)
+    feature_rows: int = _bounded(1_000_000, ge=100, le=50_000_000)
+    cet_programs: int = _bounded(16, ge=1, le=100_000)  # test programs engineered end to end
+    cet_adapter_steps: int = _bounded(3, ge=1, le=1000)  # LoRA and QLoRA steps each
+
+    def validate(self, path: str) -> None:
+        if self.warmup >= self.calls:
+            _fail(f"{path}.warmup", self.warmup, f"fewer than {path}.calls ({self.calls})")
 
 
 # --------------------------------------------------------------------------- top level
@@ -589,6 +639,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     walk_forward: WalkForwardParams = field(default_factory=WalkForwardParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
+    benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
 
 
 # --------------------------------------------------------------------------- validation

@@ -10,7 +10,7 @@ MODELS = Path("models")
 # Training checkpoints survive interruptions; never a DVC output (git-ignored).
 CHECKPOINTS = Path(".checkpoints")
 RESOURCES = METRICS / "resources"
-BENCH = METRICS / "bench"
+BENCHMARK = METRICS / "benchmark.json"  # every speed and memory figure, with its ratios
 VALIDATE = METRICS / "validate.json"  # every goal of the trained models, judged
 PLOTS = METRICS / "plots"  # charts the validate stage draws (tables for dvc plots, PNGs)
 SPLITS = ("train", "val", "test")
@@ -52,8 +52,3 @@ def train_metrics(model: str) -> Path:
 
 def checkpoints(model: str) -> Path:
     return CHECKPOINTS / f"train_{model}"
-
-
-def bench(name: str) -> Path:
-    """Where ``python -m reprolab.benchmark.<name>`` writes its figures."""
-    return BENCH / f"{name}.json"

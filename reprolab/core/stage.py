@@ -27,6 +27,7 @@ MODELS = ("mamba", "pinn", "cet")
 SINGLE = {
     "walk_forward": "reprolab.models.mamba.walk_forward",
     "validate": "reprolab.validate.steps",
+    "benchmark": "reprolab.benchmark.steps",
 }
 
 

@@ -58,5 +58,5 @@ def test_a_malformed_goal_in_params_is_one_line_naming_the_key(text: str) -> Non
 def test_goals_follow_params_and_keep_their_declared_order() -> None:
     params = parse_params({"validate": {"cet": {"pass_rate": ">= 0.5"}}})
     goals = goals_of(params.validate.cet)
-    assert list(goals) == ["pass_rate", "compression"]
+    assert list(goals) == ["pass_rate", "compression", "margin_over_heuristic", "gold_pass_rate"]
     assert goals["pass_rate"] == Goal(">=", 0.5)

@@ -3,10 +3,16 @@ of the program the reconstructor rebuilds from an engineered context."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from reprolab.core.config import CetTrainParams
+from reprolab.datasets.contexts.metrics import context_report
+from reprolab.datasets.contexts.render import assemble_context
+from reprolab.datasets.contexts.steps import baseline_contexts
 from reprolab.models.cet.data import Data
 
 
@@ -61,3 +67,37 @@ def group_labels(data: Data, programs: Sequence[int], texts: Sequence[str]) -> l
 
 def pass_rates(reconstructor: Any, contexts: Sequence[str], tests: Sequence[str]) -> list[float]:
     return reconstructor.score_many(list(zip(contexts, tests, strict=True)))
+
+
+def evaluate_contexts(decoder: Decoder, reconstructor: Any, data: Data) -> dict[str, Any]:
+    """The CET's engineered contexts and every baseline's on ``data``, scored by the
+    reconstructor: pass rate, compression and gold recall per context source, and how
+    often the CET labels a line exactly right. Training and validate share this scoring."""
+    programs = range(data.programs)
+    labels = decoder.labels(data, programs)
+    gold_labels = [json.loads(x) for x in data.frame["line_labels"]]
+    pairs = [
+        (a, b)
+        for ps, gs in zip(labels, gold_labels, strict=True)
+        for a, b in zip(ps, gs, strict=True)
+    ]
+    contexts = {"cet": [assemble_context(x) for x in labels]}
+    contexts.update(baseline_contexts(data.frame))
+
+    def tokens(text: str) -> int:
+        return len(decoder.tokenizer.encode(text, add_special_tokens=False))
+
+    raw_tokens = [tokens(x) for x in data.frame["raw"]]
+    report: dict[str, Any] = {}
+    for name, texts in contexts.items():
+        rates = pass_rates(reconstructor, texts, data.tests)
+        report[name] = context_report(
+            texts, data.gold, rates, [tokens(x) for x in texts], raw_tokens
+        )
+    # How often the CET's label of a line is exactly right (most lines' label is empty).
+    report["cet"]["line_accuracy"] = round(float(np.mean([a == b for a, b in pairs])), 4)
+    relevant = [(a, b) for a, b in pairs if b]
+    report["cet"]["requirement_line_accuracy"] = round(
+        float(np.mean([a == b for a, b in relevant])) if relevant else 1.0, 4
+    )
+    return report

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -49,13 +48,12 @@ from reprolab.core.io import atomic_dir, write_json
 from reprolab.core.report import LiveLog, rounded
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import int_seed, rng
-from reprolab.datasets.contexts.metrics import context_report
 from reprolab.datasets.contexts.render import assemble_context
-from reprolab.datasets.contexts.steps import TOKENIZER, baseline_contexts, read_features
+from reprolab.datasets.contexts.steps import TOKENIZER, read_features
 from reprolab.guard.checkpoint import train_fingerprint
 from reprolab.guard.signals import TrainingInterrupted
 from reprolab.models.cet.data import Data, micro_batches
-from reprolab.models.cet.evaluate import Decoder, group_labels, pass_rates
+from reprolab.models.cet.evaluate import Decoder, evaluate_contexts, group_labels, pass_rates
 from reprolab.models.cet.probe import adapter_probe, probe_quality, rss_mib
 from reprolab.models.cet.steps import (
     attach_configured,
@@ -441,35 +439,7 @@ class CetTrainer:
     def evaluate(self, model: Any) -> dict[str, Any]:
         """The CET and the baselines on the test split (held-out templates)."""
         decoder = Decoder(model, self.tokenizer, self.ids, self.t)
-        data = self.test
-        programs = range(data.programs)
-        labels = decoder.labels(data, programs)
-        gold_labels = [json.loads(x) for x in data.frame["line_labels"]]
-        pairs = [
-            (a, b)
-            for ps, gs in zip(labels, gold_labels, strict=True)
-            for a, b in zip(ps, gs, strict=True)
-        ]
-        contexts = {"cet": [assemble_context(x) for x in labels]}
-        contexts.update(baseline_contexts(data.frame))
-
-        def tokens(text: str) -> int:
-            return len(self.tokenizer.encode(text, add_special_tokens=False))
-
-        raw_tokens = [tokens(x) for x in data.frame["raw"]]
-        report: dict[str, Any] = {}
-        for name, texts in contexts.items():
-            rates = pass_rates(self.rec, texts, data.tests)
-            report[name] = context_report(
-                texts, data.gold, rates, [tokens(x) for x in texts], raw_tokens
-            )
-        # How often the CET's label of a line is exactly right (most lines' label is empty).
-        report["cet"]["line_accuracy"] = round(float(np.mean([a == b for a, b in pairs])), 4)
-        relevant = [(a, b) for a, b in pairs if b]
-        report["cet"]["requirement_line_accuracy"] = round(
-            float(np.mean([a == b for a, b in relevant])) if relevant else 1.0, 4
-        )
-        return report
+        return evaluate_contexts(decoder, self.rec, self.test)
 
 
 def train(params: Params, res: StageResources) -> None:
