@@ -39,8 +39,9 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The benchmark stage alone (and whatever it needs that is out of date).
 bench: venv
-	$(BIN)/python -m reprolab.benchmark.features
+	$(BIN)/dvc repro benchmark
 
 # Optional: git hooks for pre-commit and DVC (see README).
 hooks: venv

@@ -1,32 +1,28 @@
 """Benchmark: vectorised causal market features against the naive O(T^2) prefix reference.
 
-Run ``python -m reprolab.benchmark.features [--rows N] [--out metrics/bench/features.json]``.
-A seeded synthetic batch (series of ``--series-length`` trading days, enough of them to
-reach ``--rows`` rows) goes through ``compute_features`` end to end (input checks, indicators,
-expanding normalisation): one warm-up call, then the best of ``--repeats`` wall-clock runs.
+Part of the benchmark stage (``benchmark.feature_rows``). A seeded synthetic batch (series
+of ``series_length`` trading days, enough of them to reach ``rows`` rows) goes through
+``compute_features`` end to end (input checks, indicators, expanding normalisation): one
+warm-up call, then the best of ``repeats`` wall-clock runs.
 The naive reference (``naive_features``: one full recomputation per prefix) is timed on a
 small subset only, and checked against the vectorised result on that subset.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from reprolab.core import paths
-from reprolab.core.config import BenchmarkGoals, load_params
-from reprolab.core.errors import PipelineError, ResourceLimitError, ValidationError
+from reprolab.core.config import BenchmarkGoals
+from reprolab.core.errors import ResourceLimitError, ValidationError
 from reprolab.core.goals import Goal, evaluate, goals_of
-from reprolab.core.io import write_json
 from reprolab.datasets.markets.features import (
     FEATURES,
     compute_features,
@@ -34,7 +30,6 @@ from reprolab.datasets.markets.features import (
     naive_features,
 )
 
-DEFAULT_OUT = str(paths.bench("features"))
 # float64 arrays alive per input row at peak: 5 inputs, the output and a chunk's temporaries.
 _BYTES_PER_ROW = 8 * (5 + 2 * len(FEATURES))
 
@@ -96,7 +91,7 @@ def run(
     if available is not None and total * _BYTES_PER_ROW > 0.8 * available:
         raise ResourceLimitError(
             f"rows: {total} rows need about {total * _BYTES_PER_ROW / 2**30:.1f} GiB, "
-            f"{available / 2**30:.1f} GiB available; lower --rows"
+            f"{available / 2**30:.1f} GiB available; lower benchmark.feature_rows"
         )
 
     data = synthetic_ohlcv(n_series, t_len, seed)
@@ -146,44 +141,3 @@ def run(
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m reprolab.benchmark.features", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the timed batch")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="metrics JSON path")
-    parser.add_argument("--series-length", type=int, default=2520, help="rows per series")
-    parser.add_argument("--min-periods", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        metrics = run(
-            args.rows,
-            series_length=args.series_length,
-            min_periods=args.min_periods,
-            repeats=args.repeats,
-            seed=args.seed,
-            goal=goals_of(load_params().validate.benchmark)["features_rows_per_s"],
-        )
-        write_json(args.out, metrics)
-    except PipelineError as exc:
-        print(f"bench features: {exc.kind}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    m = metrics
-    goal = m["goals"]["features_rows_per_s"]
-    print(
-        f"features: {m['rows']:,} rows ({m['series']} x {m['series_length']}) at "
-        f"{m['vectorised_rows_per_s']:,.0f} rows/s as arrays, "
-        f"{m['frame_rows_per_s']:,.0f} rows/s as a DataFrame (goal {goal['threshold']}: "
-        f"{'met' if goal['passed'] else 'NOT met'}); naive {m['naive_subset']} at "
-        f"{m['naive_rows_per_s']:,.0f} rows/s; speed-up {m['speedup']:,.0f}x; "
-        f"max |diff| vs naive {m['max_abs_diff_vs_naive']:.3g} -> {args.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprolab.core import paths
 from reprolab.core.io import write_json
 from reprolab.models.pinn.evaluate import evaluate
 
-DEFAULT_OUT = str(paths.bench("pinn_accuracy"))
 DATA = Path("data/features/options")
 
 
@@ -39,7 +37,7 @@ def _read(split: str) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reprolab.benchmark.pinn_accuracy")
-    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--out", required=True, help="the report JSON")
     parser.add_argument("--export", default=None, help="also write the serving weights here")
     parser.add_argument("--params", default="{}", help="JSON overrides of PinnTrainParams")
     parser.add_argument("--checkpoint-dir", default="/tmp/reprolab_pinn_bench")

@@ -1,16 +1,15 @@
 """Serving speed and memory of the PINN pricer, with the closed form measured in the same run.
 
-``python -m reprolab.benchmark.pricer [--model models/pinn/weights.npz] [--out
-metrics/bench/pricer.json]`` measures, on the exported model of ``train@pinn``:
+Part of the benchmark stage; measures, on the exported model of ``train@pinn``:
 
-* single call, price + all Greeks, p50/p95/p99 over ``--calls`` distinct contracts after a
-  warm-up, in ``--rounds`` rounds (each path one block of calls per round; the figures are
+* single call, price + all Greeks, p50/p95/p99 over ``calls`` distinct contracts after a
+  warm-up, in ``rounds`` rounds (each path one block of calls per round; the figures are
   the median round's, every round's p95 listed): the numpy path (``Pricer.price`` on
   scalars, both precisions), the TensorFlow path
   (the ``.keras`` model's ``greeks``, one ``tf.function`` with a fixed input signature) and the
   scalar closed form (``bs_price_greeks`` on one row);
 * a cached repeat (the same scalar query again: the LRU cache);
-* a batch of ``--batch`` contracts: prices only and prices with all Greeks, each precision,
+* a batch of ``batch`` contracts: prices only and prices with all Greeks, each precision,
   against the vectorised closed form (``ratio_to_closed_form`` = PINN rate / closed-form rate);
 * the peak RSS of a fresh process that serves through the numpy path (single calls and one
   batch), and whether that process imported TensorFlow (it must not);
@@ -21,7 +20,6 @@ Timings vary with machine load: compare the figures of one run, not across runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -34,11 +32,9 @@ from typing import Any
 import numpy as np
 
 from reprolab.core import paths
-from reprolab.core.config import BenchmarkGoals, load_params
+from reprolab.core.config import BenchmarkGoals
 from reprolab.core.goals import Goal, evaluate, goals_of
-from reprolab.core.io import write_json
 
-DEFAULT_OUT = str(paths.bench("pricer"))
 DEFAULT_MODEL = paths.model_dir("pinn") / "weights.npz"
 # The goals this benchmark reports on (their bounds: params.yaml validate.benchmark).
 PRICER_GOALS = (
@@ -226,34 +222,3 @@ def run(
     }
     report["goals"] = evaluate({k: goals[k] for k in PRICER_GOALS}, figures)
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reprolab.benchmark.pricer")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--calls", type=int, default=1000, help="timed single calls a round")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed calls a round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=100_000)
-    parser.add_argument("--skip-tf", action="store_true", help="skip the TensorFlow path")
-    args = parser.parse_args(argv)
-    if not args.model.exists():
-        print(
-            f"error: {args.model}: no exported PINN (run `dvc repro train@pinn`)", file=sys.stderr
-        )
-        return 2
-    if args.calls < 1 or args.warmup < 0 or args.rounds < 1:
-        print("error: --calls and --rounds must be >= 1, --warmup >= 0", file=sys.stderr)
-        return 2
-    goals = goals_of(load_params().validate.benchmark)
-    report = run(
-        args.model, args.calls, args.warmup, args.batch, not args.skip_tf, args.rounds, goals
-    )
-    write_json(args.out, report)
-    print(json.dumps(report["goals"], indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

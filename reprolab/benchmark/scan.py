@@ -1,22 +1,21 @@
 """Benchmark: the Mamba selective-scan implementations, forward + backward, on this device.
 
-Run ``python -m reprolab.benchmark.scan [--out metrics/bench/mamba_scan.json]``.
+Part of the benchmark stage (``benchmark.scan_lengths``, ``benchmark.scan_repeats``).
 
 For every implementation in :data:`reprolab.models.mamba.model.SCANS`, a seeded ``MambaBlock``
 (d_model 16 -> d_inner 32, d_state 8, d_conv 4) runs forward and backward under
 ``tf.GradientTape`` (loss = sum of the outputs; gradients w.r.t. the input and every weight)
 inside one ``tf.function`` per implementation, without ``jit_compile`` (XLA slowed the
 sequential loop on CPU and cannot compile the associative scan). Warm-up calls first, then
-the median of ``--repeats`` wall-clock runs, in float32, at batch 128 and L = 60 (the training
-shape) and L = 256. Each implementation's max normwise relative error against the float64
-numpy reference (``reference_scan``) is measured on small float32 cases, one of them at
+the median of ``repeats`` wall-clock runs, in float32, at batch 128 and each length
+(L = 60 is the training shape). Each implementation's max normwise relative error against
+the float64 numpy reference (``reference_scan``) is measured on small float32 cases, one of them at
 L = 256 with dt up to 5. The JSON holds ``{implementation: {shape: ms}}`` plus ``auto``
 (what ``scan="auto"`` picks here), ``fastest`` per shape, ``max_rel_error`` and ``meta``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -25,9 +24,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reprolab.core import paths
-
-DEFAULT_OUT = str(paths.bench("mamba_scan"))
 BATCH = 128
 D_MODEL, D_STATE, D_CONV, EXPAND = 16, 8, 4, 2
 LENGTHS = (60, 256)
@@ -147,50 +143,3 @@ def run(warmup: int, repeats: int, lengths: Sequence[int], scans: Sequence[str])
         "keras": keras.__version__,
     }
     return result
-
-
-def format_table(result: dict[str, Any], scans: Sequence[str], lengths: Sequence[int]) -> str:
-    keys = [_shape_key(BATCH, n) for n in lengths]
-    errs = ["b4_l64_dt0.1", "b2_l256_dt5"]
-    head = f"{'scan':<13}" + "".join(f"{k + ' ms':>14}" for k in keys)
-    head += "".join(f"{'err ' + e:>18}" for e in errs)
-    lines = [head, "-" * len(head)]
-    for scan in scans:
-        row = f"{scan:<13}" + "".join(f"{result[scan][k]:>14.1f}" for k in keys)
-        row += "".join(f"{result['max_rel_error'][scan][e]:>18.2e}" for e in errs)
-        lines.append(row)
-    lines.append(f"auto picks {result['auto']!r} on {result['meta']['device']}; fastest: "
-                 + ", ".join(f"{k}={v}" for k, v in result["fastest"].items()))  # fmt: skip
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reprolab.benchmark.scan", description=__doc__)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls (default 2)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls (default 7)")
-    parser.add_argument(
-        "--lengths", type=int, nargs="+", default=list(LENGTHS), help="sequence lengths"
-    )
-    parser.add_argument("--scans", nargs="+", default=None, help="implementations (default all)")
-    args = parser.parse_args(argv)
-    if args.warmup < 1 or args.repeats < 1:
-        parser.error("--warmup and --repeats must be >= 1 (the first call traces the graph)")
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from reprolab.core.io import write_json
-    from reprolab.models.mamba.model import SCANS
-
-    scans = args.scans or list(SCANS)
-    unknown = [s for s in scans if s not in SCANS]
-    if unknown:
-        parser.error(f"unknown scan(s) {unknown}; expected some of {list(SCANS)}")
-    result = run(args.warmup, args.repeats, args.lengths, scans)
-    write_json(args.out, result)
-    print(format_table(result, scans, args.lengths))
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

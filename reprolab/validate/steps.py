@@ -23,6 +23,7 @@ from reprolab.core.report import rounded
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
 from reprolab.core.stage import DATASETS, MODELS
+from reprolab.validate.cet import cet_judgement
 from reprolab.validate.chart import comparison_rows, write_comparison
 from reprolab.validate.data import data_judgement
 from reprolab.validate.oracle import (
@@ -124,10 +125,10 @@ def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
 
 
 def cet_baselines(report: dict[str, Any]) -> dict[str, float | None]:
-    """Test pass rates of the contexts' baselines (data metrics) and of the CET."""
-    rates = read_json(paths.data_metrics("contexts"))["test"]["pass_rate"]
-    order = ("none", "raw", "heuristic", "gold")
-    return {**{k: rates.get(k) for k in order}, "cet": report["cet"]["goals"]["pass_rate"]["value"]}
+    """Test pass rates of the contexts' baselines and of the CET, as validate scored them."""
+    scores = report["cet"]["test"]
+    order = ("none", "raw", "heuristic", "gold", "cet")
+    return {k: scores[k]["pass_rate"] if k in scores else None for k in order}
 
 
 def stage_resources() -> list[dict[str, Any]]:
@@ -151,10 +152,11 @@ def judge(params: Params) -> dict[str, Any]:
         "goals": evaluate(goals_of(params.validate.mamba), mamba["figures"]),
     }
     report["walk_forward"] = walk_forward_judgement()
-    pinn = pinn_judgement()
+    v = params.validate
+    pinn = pinn_judgement(params.seed, v.pinn_fresh_contracts, v.pinn_quantlib_contracts)
     report["pinn"] = {**pinn, "goals": evaluate(goals_of(params.validate.pinn), pinn["figures"])}
-    cet = read_json(paths.train_metrics("cet") / "metrics.json")["test"]["cet"]
-    report["cet"] = {"goals": evaluate(goals_of(params.validate.cet), cet)}
+    cet = cet_judgement(params)
+    report["cet"] = {**cet, "goals": evaluate(goals_of(params.validate.cet), cet["figures"])}
     report["failed"] = [f"{m}.{g}" for m in SECTIONS for g in failed(report[m]["goals"])]
     return report
 

@@ -96,6 +96,12 @@ def _trained(repo: Path) -> dict[str, str]:
     }
 
 
+def _resource_files(repo: Path) -> list[Path]:
+    """The resource file of every stage before the closing ones (validate, benchmark)."""
+    files = sorted((repo / "metrics/resources").glob("*.json"))
+    return [f for f in files if f.name not in ("validate.json", "benchmark.json")]
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
@@ -104,7 +110,9 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options", "contexts"):
             assert f"{step}@{dataset}" in stages
-    assert {"train@mamba", "train@pinn", "train@cet", "walk_forward", "validate"} <= stages
+    assert {"train@mamba", "train@pinn", "train@cet", "walk_forward", "validate", "benchmark"} <= (
+        stages
+    )
     judged = json.loads((clone / "metrics/validate.json").read_text())
     assert {"data", "resources", "mamba", "walk_forward", "pinn", "cet", "failed"} == set(judged)
     assert not [f for f in judged["failed"] if f.startswith(("data.", "resources."))]
@@ -122,15 +130,27 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
     again = _run(["dvc", "repro"], clone)
     assert "Data and pipelines are up to date" in again.stdout
 
-    for _ in range(2):
-        _run(["dvc", "repro", "--force"], clone)
+    bench = json.loads((clone / "metrics/benchmark.json").read_text())
+    assert {"pricer", "mamba", "cet", "data", "resources", "ratios", "goals"} == set(bench)
+    assert all(v is not None and v > 0 for v in bench["ratios"].values()), bench["ratios"]
+    stages_timed = {json.loads(f.read_text())["stage"] for f in _resource_files(clone)}
+    assert set(bench["resources"]) == stages_timed  # every stage's time and peak RSS
+
+    for _ in range(2):  # the benchmark (timings only, nothing hashed) is left out
+        _run(["dvc", "repro", "--force", "validate"], clone)
         assert _hashed_outputs(clone) == first_hashes
         assert _data_metrics(clone) == first_metrics
         assert _trained(clone) == first_trained
 
     # Only judges read the truth, and nothing but a judge consumes what a judge writes.
     lock = _lock(clone)["stages"]
-    judge_outs = {o["path"] for n, s in lock.items() if n.startswith(JUDGES) for o in s["outs"]}
+    judge_outs = {
+        o["path"]
+        for n, s in lock.items()
+        if n.startswith(JUDGES)
+        for o in s["outs"]
+        if not o["path"].startswith("metrics/resources/")  # timings, which the benchmark reads
+    }
     for name, stage in lock.items():
         deps = [d["path"] for d in stage.get("deps", [])]
         if not name.startswith(JUDGES):

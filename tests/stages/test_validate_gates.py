@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from reprolab.core import paths
-from reprolab.core.config import Params, PinnGoals, load_params, parse_params
+from reprolab.core.config import CetGoals, Params, PinnGoals, load_params, parse_params
 from reprolab.core.errors import GateError
 from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
 from reprolab.core.resources import StageResources
@@ -38,8 +38,8 @@ def _oracle(keys: pd.DataFrame) -> np.ndarray:
 
 def write_model_outputs(probability: np.ndarray | None = None) -> None:
     """What the training stages leave for validate: Mamba predictions on the test windows
-    (default: the oracle's own), a comparator, walk-forward folds, the PINN's and CET's
-    metrics and a resource file per stage."""
+    (default: the oracle's own), a comparator, walk-forward folds and a resource file per
+    stage."""
     keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
     oracle = _oracle(keys)
     p = oracle if probability is None else probability
@@ -50,8 +50,6 @@ def write_model_outputs(probability: np.ndarray | None = None) -> None:
     )
     folds = keys.assign(fold=np.arange(len(keys)) * 3 // len(keys), model="mamba", probability=p)
     write_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet", folds)
-    cet = {"pass_rate": 0.99, "compression": 0.2}
-    write_json(paths.train_metrics("cet") / "metrics.json", {"test": {"cet": cet}})
     for stage in JUDGED_STAGES:
         path = paths.RESOURCES / f"{stage}.json"
         if not path.exists():
@@ -69,13 +67,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for dataset in DATASETS:
                 with StageResources(f"{step}@{dataset}", show_progress=False) as res:
                     dispatch(step, dataset, params, res)
+        with StageResources("train@cet", show_progress=False) as res:
+            dispatch("train", "cet", params, res)  # validate scores the saved model
         write_model_outputs()
         export_pinn(params)
-        # An untrained PINN cannot meet the default goals: the gates are set at its own
-        # figures (x2), so that a worse PINN fails them.
-        figures = judge(params)["pinn"]["figures"]
-        thresholds = {name: f"<= {2 * figures[name]:.6g}" for name in PINN_GOALS}
-        tiny.write_params(root, validate={"pinn": thresholds})
+        # Models this small cannot meet the default goals: the PINN's gates are set at its
+        # own figures (x2) and the CET's at its own, so that a worse model fails them.
+        report = judge(params)
+        pinn = report["pinn"]["figures"]
+        pinn_gates = {name: f"<= {2 * pinn[name]:.6g}" for name in PINN_GOALS}
+        cet = report["cet"]["figures"]
+        cet_gates = {
+            "pass_rate": f">= {cet['pass_rate']}",
+            "compression": f"<= {cet['compression']}",
+            "margin_over_heuristic": f">= {cet['margin_over_heuristic']}",
+        }
+        tiny.write_params(root, validate={"pinn": pinn_gates, "cet": cet_gates})
     return root
 
 
@@ -85,9 +92,11 @@ PINN_GOALS = [f.name for f in dataclasses.fields(PinnGoals)]
 def export_pinn(params: Params) -> None:
     """An exported PINN (untrained: what validate scores is the file, not the training)."""
     from reprolab.models.pinn.model import build_pinn, export_weights
+    from reprolab.models.pinn.train import trained_domain
 
     model = build_pinn(params.train.pinn, seed=0)
     export_weights(model, paths.model_dir("pinn") / "weights.npz")
+    write_json(paths.model_dir("pinn") / "domain.json", trained_domain(params.options))
 
 
 def _params(**over: Any) -> Params:
@@ -147,14 +156,15 @@ def test_a_forecast_far_below_the_oracle_fails_its_gates_and_folds_are_judged(
 
 
 def test_thresholds_come_from_params(world: Path) -> None:
-    report = judge(_params(validate={"cet": {"pass_rate": ">= 0.995"}}))
-    assert report["cet"]["goals"]["pass_rate"] == {
-        "value": 0.99,
-        "threshold": ">= 0.995",
+    report = judge(_params(validate={"data": {"split_overlaps": "<= -1"}}))
+    assert report["data"]["goals"]["split_overlaps"] == {
+        "value": 0,
+        "threshold": "<= -1",
         "passed": False,
-        "meaning": "share of held-out programs whose tests pass",
+        "meaning": "keys in more than one split: market (symbol, date) rows and label dates, "
+        "option contracts, context programs and templates",
     }
-    assert report["failed"] == ["cet.pass_rate"]
+    assert report["failed"] == ["data.split_overlaps"]
 
 
 def test_a_market_row_in_two_splits_fails_the_overlap_gate(world: Path) -> None:
@@ -260,31 +270,96 @@ def test_a_pinn_with_perturbed_weights_fails_its_gates(world: Path) -> None:
             weights[name] = w + 0.2 * g.standard_normal(w.shape).astype(w.dtype)
     np.savez(path, **weights)
     failed = _failed()
-    assert {"pinn.price_rel_l2", "pinn.price_max_abs_k"} <= set(failed), failed
+    expected = {"pinn.price_rel_l2", "pinn.price_max_abs_k", "pinn.fresh_price_rel_l2"}
+    assert expected <= set(failed), failed
     assert all(f.startswith("pinn.") for f in failed)
 
 
-CET_MISSES = {"strict": True, "cet": {"pass_rate": ">= 0.995", "compression": "<= 0.1"}}
+def test_a_wrong_yardstick_fails_the_quantlib_cross_check(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reprolab.validate.pinn as pinn
+
+    exact = pinn.bs_price_greeks
+
+    def off(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:  # a closed form 1e-6 off
+        return {k: v + 1e-6 for k, v in exact(*args, **kwargs).items()}
+
+    monkeypatch.setattr(pinn, "bs_price_greeks", off)
+    assert "pinn.quantlib_max_abs_k" in _failed()
+
+
+def test_served_puts_off_parity_fail_the_parity_gate(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprolab.models.pinn.numpy_model import NumpyPinn
+
+    greeks = NumpyPinn.greeks
+
+    def skewed(self: Any, S: Any, K: Any, tau: Any, sigma: Any, r: Any, kind: str) -> Any:
+        out = greeks(self, S, K, tau, sigma, r, kind)
+        return {**out, "price": out["price"] + 1e-6} if kind == "put" else out
+
+    monkeypatch.setattr(NumpyPinn, "greeks", skewed)
+    assert "pinn.put_call_parity_max_abs_k" in _failed()
+
+
+def test_the_cet_is_scored_from_its_saved_model_as_training_scored_it(world: Path) -> None:
+    report = judge(_params())
+    trained = read_json(paths.train_metrics("cet") / "metrics.json")["test"]
+    for name, scores in trained.items():
+        assert report["cet"]["test"][name] == pytest.approx(scores, abs=0), name
+    assert report["cet"]["figures"]["gold_pass_rate"] == 1.0
+
+
+def test_a_cet_that_learnt_nothing_fails_its_default_gates(world: Path) -> None:
+    # The tiny CET labels no line (its contexts are empty): the default bounds catch it,
+    # while the reconstructor's own check on the gold contexts still passes.
+    defaults = {f.name: f.default for f in dataclasses.fields(CetGoals)}
+    failed = _failed(validate={"cet": defaults})
+    assert {"cet.pass_rate", "cet.margin_over_heuristic"} <= set(failed), failed
+    assert "cet.gold_pass_rate" not in failed
+
+
+def test_validate_scores_the_saved_adapter_not_the_training_metrics(world: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    path = paths.model_dir("cet") / "adapter" / "adapter_model.safetensors"
+    g = np.random.default_rng(0)
+    # Each LoRA matrix's entries permuted (and scaled up: the tiny adapter barely moved).
+    weights = {
+        k: 10 * g.permutation(w.ravel()).reshape(w.shape) for k, w in load_file(path).items()
+    }
+    save_file(dict(sorted(weights.items())), path)
+    trained = read_json(paths.train_metrics("cet") / "metrics.json")["test"]["cet"]
+    scored = judge(_params())["cet"]["test"]["cet"]
+    assert scored["line_accuracy"] < trained["line_accuracy"]
+
+
+# Two gates no honest pipeline can meet: no part can have fewer than zero mismatches.
+MISSES = {"strict": True, "data": {"schema_mismatches": "<= -1", "missing_share": "<= -1"}}
 
 
 def test_strict_validate_fails_with_one_line_per_failed_gate(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     res = StageResources("validate", show_progress=False)
-    with pytest.raises(GateError, match=r"^2 gate\(s\) failed: cet.pass_rate, cet.compression "):
-        validate(_params(validate=CET_MISSES), res)
+    with pytest.raises(
+        GateError, match=r"^2 gate\(s\) failed: data.schema_mismatches, data.missing_share "
+    ):
+        validate(_params(validate=MISSES), res)
     lines = capsys.readouterr().err.splitlines()
     assert [line for line in lines if line.startswith("validate: FAILED")] == [
-        "validate: FAILED cet.pass_rate = 0.99, threshold >= 0.995: "
-        "share of held-out programs whose tests pass",
-        "validate: FAILED cet.compression = 0.2, threshold <= 0.1: "
-        "engineered context tokens over raw context tokens",
+        "validate: FAILED data.schema_mismatches = 0, threshold <= -1: "
+        "parts whose columns or dtypes differ from their dataset's first part",
+        "validate: FAILED data.missing_share = 0, threshold <= -1: "
+        "largest NaN share of any split column (raw values)",
     ]
     assert sum(line.startswith("validate: passed") for line in lines) > 10
     # the report is written before the stage fails, so the user can read it
-    assert read_json(paths.VALIDATE)["failed"] == ["cet.pass_rate", "cet.compression"]
+    assert read_json(paths.VALIDATE)["failed"] == ["data.schema_mismatches", "data.missing_share"]
     review = REPORT.read_text()
-    assert "**2 gate(s) failed:** `cet.pass_rate`, `cet.compression`" in review
+    assert "**2 gate(s) failed:** `data.schema_mismatches`, `data.missing_share`" in review
     assert review.count("**FAIL**") == 2
     for section in ("data", "resources", "mamba", "pinn", "cet"):
         assert f"## {section}\n" in review
@@ -295,5 +370,5 @@ def test_strict_validate_fails_with_one_line_per_failed_gate(
 
 def test_report_only_validate_writes_the_failures_and_returns(world: Path) -> None:
     res = StageResources("validate", show_progress=False)
-    validate(_params(validate={**CET_MISSES, "strict": False}), res)
-    assert read_json(paths.VALIDATE)["failed"] == ["cet.pass_rate", "cet.compression"]
+    validate(_params(validate={**MISSES, "strict": False}), res)
+    assert read_json(paths.VALIDATE)["failed"] == ["data.schema_mismatches", "data.missing_share"]

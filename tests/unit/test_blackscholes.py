@@ -16,6 +16,7 @@ import QuantLib as ql
 
 from reprolab.core.errors import ValidationError
 from reprolab.datasets.options.blackscholes import GREEKS, bs_price_greeks, payoff
+from reprolab.validate.quantlib import QuantLibPricer
 
 SEED = 20261121
 N_CONTRACTS = 10_000
@@ -63,38 +64,16 @@ def quantlib_values(contracts: dict[str, np.ndarray]) -> dict[str, dict[str, np.
     """QuantLib's price and Greeks (theta per year, vega and rho per 1.00) for each contract."""
     settings = ql.Settings.instance()
     saved = settings.evaluationDate
-    today = ql.Date(15, 1, 2024)
-    settings.evaluationDate = today
-    dc = ql.Actual365Fixed()
-    spot, rate, vol = ql.SimpleQuote(1.0), ql.SimpleQuote(0.0), ql.SimpleQuote(0.2)
-    process = ql.BlackScholesProcess(
-        ql.QuoteHandle(spot),
-        ql.YieldTermStructureHandle(ql.FlatForward(today, ql.QuoteHandle(rate), dc)),
-        ql.BlackVolTermStructureHandle(
-            ql.BlackConstantVol(today, ql.NullCalendar(), ql.QuoteHandle(vol), dc)
-        ),
-    )
-    engine = ql.AnalyticEuropeanEngine(process)
+    pricer = QuantLibPricer()
     n = len(contracts["S"])
     out = {kind: {g: np.empty(n) for g in GREEKS} for kind in ("call", "put")}
     try:
         for i in range(n):
-            spot.setValue(float(contracts["S"][i]))
-            rate.setValue(float(contracts["r"][i]))
-            vol.setValue(float(contracts["sigma"][i]))
-            exercise = ql.EuropeanExercise(today + int(contracts["days"][i]))
-            for kind, qtype in (("call", ql.Option.Call), ("put", ql.Option.Put)):
-                option = ql.EuropeanOption(
-                    ql.PlainVanillaPayoff(qtype, float(contracts["K"][i])), exercise
-                )
-                option.setPricingEngine(engine)
-                res = out[kind]
-                res["price"][i] = option.NPV()
-                res["delta"][i] = option.delta()
-                res["gamma"][i] = option.gamma()
-                res["vega"][i] = option.vega()
-                res["theta"][i] = option.theta()
-                res["rho"][i] = option.rho()
+            args = (float(contracts["S"][i]), float(contracts["K"][i]), int(contracts["days"][i]))
+            market = (float(contracts["r"][i]), float(contracts["sigma"][i]))
+            for kind in ("call", "put"):
+                for greek, value in pricer.price_greeks(*args, *market, kind).items():
+                    out[kind][greek][i] = value
     finally:
         settings.evaluationDate = saved
     return out

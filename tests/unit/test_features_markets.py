@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -381,18 +379,14 @@ def test_bad_shapes_and_min_periods_are_rejected() -> None:
 # ----------------------------------------------------------------------------- benchmark
 
 
-def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
+def test_benchmark_matches_the_naive_reference_and_rejects_no_rows() -> None:
     from reprolab.benchmark import features as bench
 
-    out = tmp_path / "bench" / "features.json"
-    assert bench.main(["--rows", "3000", "--repeats", "1", "--out", str(out)]) == 0
-    metrics = json.loads(out.read_text())
+    metrics = bench.run(3000, repeats=1)
     assert metrics["rows"] >= 3000
     assert metrics["naive_rows"] == 800 and metrics["naive_subset"] == "2 series x 400 rows"
     assert metrics["max_abs_diff_vs_naive"] == 0.0 and metrics["bit_identical_vs_naive"]
     goal = metrics["goals"]["features_rows_per_s"]
     assert goal["threshold"] == ">= 1e+06" and isinstance(goal["passed"], bool)
-    assert "rows/s" in capsys.readouterr().out
-    assert bench.main(["--rows", "0", "--out", str(out)]) == ValidationError.exit_code
+    with pytest.raises(ValidationError, match="rows"):
+        bench.run(0)
