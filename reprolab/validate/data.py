@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 from reprolab.core import paths
 from reprolab.core.io import read_parquet
 from reprolab.core.seeding import rng
+from reprolab.core.stage import DATASETS
 from reprolab.datasets.markets.features import compute_features_frame
 from reprolab.datasets.markets.steps import FEATURE_NAMES
 
-DATASETS = ("markets", "options", "contexts")
 PROBE_SERIES = 4  # market series the look-ahead probe perturbs
 
 

@@ -138,6 +138,39 @@ def write_plots(
     _figure(plt, out_dir / PLOTS["resources"], stages, (8, 6))
 
 
+def pinn_prices(pinn: Mapping[str, Any]) -> list[str]:
+    """Calls and puts on the test split and on the fresh sample over the trained box (puts
+    and the fresh put figures are reported, not gated), the worst fresh contract, and the
+    QuantLib cross-check."""
+    f, fresh = pinn["figures"], pinn["fresh_sample"]
+    rows = [
+        ("call, test split", f["price_rel_l2"], f["price_max_abs_k"], f["price_mean_abs_k"]),
+        ("put, test split", f["put_price_rel_l2"], f["price_max_abs_k"], f["price_mean_abs_k"]),
+        *(
+            (
+                f"{kind}, fresh sample ({fresh[kind]['rows']:,} contracts)",
+                fresh[kind]["price_rel_l2"],
+                fresh[kind]["price_max_abs_k"],
+                fresh[kind]["price_mean_abs_k"],
+            )
+            for kind in ("call", "put")
+        ),
+    ]
+    worst = fresh["call"]["worst"]
+    q = pinn["quantlib"]
+    return [
+        "## PINN prices: calls and puts, test split and fresh sample (K = 1)",
+        "",
+        *table(("prices", "relative L2", "max abs / K", "mean abs / K"), rows),
+        "",
+        f"Largest fresh error at S/K {worst['moneyness']:.3f}, tau {worst['tau']:.3f}, "
+        f"sigma {worst['sigma']:.3f}, r {worst['r']:.3f}. Puts have the calls' absolute "
+        "errors (parity); their smaller prices make their relative error larger. QuantLib "
+        f"on {q['rows']:,} of the fresh contracts: closed form within "
+        f"{_fmt(q['closed_form_max_abs_k'])}, PINN within {_fmt(q['pinn_max_abs_k'])}.",
+    ]
+
+
 def render(
     report: Mapping[str, Any],
     sections: Sequence[str],
@@ -201,6 +234,7 @@ def render(
         "",
         *table(("fold", *models), rows),
     ]
+    lines += ["", *pinn_prices(report["pinn"])]
     lines += ["", "## CET against its baselines (test pass rate)", ""]
     lines += table(("context", "pass rate"), list(cet_baselines.items()))
     lines += ["", "## Plots", ""]

@@ -112,7 +112,8 @@ def walk_forward_judgement() -> dict[str, Any]:
 
 def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
     """The count of stages over the memory budget (a stage with no resource file counts),
-    and a line per such stage. Peak RSS varies run to run, so only the count is reported."""
+    and a line per such stage (printed, not written: peak RSS varies run to run, so only
+    the count goes into validate.json)."""
     over = []
     for stage in JUDGED_STAGES:
         path = paths.RESOURCES / f"{stage}.json"
@@ -138,10 +139,16 @@ def stage_resources() -> list[dict[str, Any]]:
 
 
 def judge(params: Params) -> dict[str, Any]:
+    """Every section's figures and gates."""
+    return judged(params)[0]
+
+
+def judged(params: Params) -> tuple[dict[str, Any], list[str]]:
+    """Every section's figures and gates, and a line per stage over the memory budget."""
     report: dict[str, Any] = {}
     data = data_judgement(params.seed, params.markets.split.embargo, params.markets.features.warmup)
     report["data"] = {**data, "goals": evaluate(goals_of(params.validate.data), data["figures"])}
-    resources, _ = resources_judgement(params.resources.memory_budget_mb)
+    resources, over = resources_judgement(params.resources.memory_budget_mb)
     report["resources"] = {
         **resources,
         "goals": evaluate(goals_of(params.validate.resources), resources["figures"]),
@@ -158,11 +165,11 @@ def judge(params: Params) -> dict[str, Any]:
     cet = cet_judgement(params)
     report["cet"] = {**cet, "goals": evaluate(goals_of(params.validate.cet), cet["figures"])}
     report["failed"] = [f"{m}.{g}" for m in SECTIONS for g in failed(report[m]["goals"])]
-    return report
+    return report, over
 
 
 def validate(params: Params, res: StageResources) -> None:
-    report = judge(params)
+    report, over = judged(params)
     write_json(paths.VALIDATE, rounded(report))
     rows = comparison_rows(report["mamba"]["oracle_gap"])
     write_comparison(
@@ -174,7 +181,6 @@ def validate(params: Params, res: StageResources) -> None:
             state = "passed" if gate["passed"] else "FAILED"
             print(f"validate: {state} {gate_line(f'{section}.{name}', gate)}", file=sys.stderr)
     if report["failed"] and params.validate.strict:
-        _, over = resources_judgement(params.resources.memory_budget_mb)
         for line in over:
             print(f"validate: {line}", file=sys.stderr)
         raise GateError(
