@@ -342,7 +342,7 @@ class PinnTrainParams:
     rar_repeat: int = _bounded(4, ge=1, le=1000)
     # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
     # boundary point (0 iterations: none)
-    polish_iterations: int = _bounded(150, ge=0, le=100_000)
+    polish_iterations: int = _bounded(500, ge=0, le=100_000)
     polish_rows: int = _bounded(131072, ge=1)
     n_val: int = _bounded(16384, ge=1)
     patience: int = _bounded(4, ge=1)
