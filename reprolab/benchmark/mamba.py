@@ -16,6 +16,7 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.core.config import MambaTrainParams
+from reprolab.core.io import read_json, read_parquet
 from reprolab.core.resources import MemoryBudget
 
 
@@ -31,12 +32,20 @@ def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 def inference(t: MambaTrainParams, windows: int, budget_mb: int) -> dict[str, Any]:
     """Windows per second of the trained Mamba and comparator on the first ``windows``
-    test windows (all of them when the split holds fewer), best of three."""
+    test windows (all of them when the split holds fewer), best of three. Only those
+    windows are materialised, scaled as in training."""
     from reprolab.core.keras_io import load_keras_model
-    from reprolab.models.mamba.train import load_splits
+    from reprolab.datasets.markets.windows import materialize
 
-    test = load_splits(MemoryBudget(budget_mb))[0]["test"]
-    x = test.x[:windows]
+    feats = paths.features("markets")
+    registry = read_json(feats / "registry.json")
+    names, window = [f["name"] for f in registry["features"]], int(registry["window"])
+    chosen = read_parquet(feats / "windows" / "test.parquet").iloc[:windows]
+    MemoryBudget(budget_mb).check(
+        len(chosen) * window * len(names) * 4 * 2, f"materialising {len(chosen):,} test windows"
+    )
+    rows = read_parquet(feats / "rows" / "test")
+    x, _ = materialize(rows, chosen, names, window, read_json(feats / "scaler.json"))
     model_dir = paths.model_dir("mamba")
     files = {"mamba": model_dir / "model.keras", t.comparator: model_dir / "comparators"}
     files[t.comparator] = files[t.comparator] / f"{t.comparator}.keras"
