@@ -112,7 +112,7 @@ def run(params: Params, programs: int, steps: int) -> dict[str, Any]:
 
     t = params.train.cet
     set_determinism(int_seed(params.seed, "benchmark", "cet"), t.threads)
-    model, tokenizer = load_cet()
+    model, tokenizer = load_cet(params)
     decoder = Decoder(model, tokenizer, special_ids(tokenizer), t)
     data = split_data(params, tokenizer)
     chosen = list(range(min(programs, data.programs)))

@@ -12,13 +12,19 @@ from reprolab.core.config import Params
 from reprolab.core.seeding import int_seed
 
 
-def load_cet() -> tuple[Any, Any]:
-    """The saved CET (adapter on its base, frozen, eval mode) and its tokenizer."""
+def load_cet(params: Params) -> tuple[Any, Any]:
+    """The saved CET (adapter on its base, frozen, eval mode) and the tokenizer it was
+    trained with: the features' (or ``train.cet.base_model``'s). Not the copy saved beside
+    the base: ``AutoTokenizer`` there picks the base's model-type tokenizer, which splits
+    digits apart and so encodes differently."""
     from reprolab.datasets.contexts.features import load_tokenizer
+    from reprolab.datasets.contexts.steps import TOKENIZER
     from reprolab.models.cet.model import load_adapter, load_base_model
 
     model_dir = paths.model_dir("cet")
-    tokenizer = load_tokenizer(model_dir / "base")
+    tokenizer = load_tokenizer(
+        params.train.cet.base_model or str(paths.features("contexts") / TOKENIZER)
+    )
     model = load_adapter(
         load_base_model(model_dir / "base"), model_dir / "adapter", trainable=False
     )
@@ -53,7 +59,7 @@ def cet_judgement(params: Params) -> dict[str, Any]:
 
     t = params.train.cet
     set_determinism(int_seed(params.seed, "validate", "cet"), t.threads)
-    model, tokenizer = load_cet()
+    model, tokenizer = load_cet(params)
     decoder = Decoder(model, tokenizer, special_ids(tokenizer), t)
     with Reconstructor(workers=t.reconstruct_workers) as rec:
         scores = evaluate_contexts(decoder, rec, split_data(params, tokenizer))

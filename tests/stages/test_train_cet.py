@@ -195,10 +195,6 @@ def test_saved_base_and_adapter_reload_with_from_pretrained(world: Path) -> None
     assert any(p.requires_grad for p in model.parameters())
     ids = torch.tensor([tok.encode("task: x\nsort ascending")])
     assert torch.isfinite(model(input_ids=ids).logits).all()
-    # Beside the model's config.json the saved tokenizer still encodes as in training.
-    trained_with = load_tokenizer(str(world / "data/features/contexts/tokenizer"))
-    text = "drop the first 12 items\nreturn the sum of 3 values"
-    assert tok.encode(text) == trained_with.encode(text)
 
 
 @pytest.mark.slow

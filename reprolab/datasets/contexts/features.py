@@ -94,14 +94,8 @@ def _looks_local(path_or_id: str) -> bool:
 
 
 def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer saved by :func:`save_tokenizer` (or a hub id when online).
-
-    A local directory loads exactly its ``tokenizer.json``: ``AutoTokenizer`` beside a
-    model's ``config.json`` picks the model type's own tokenizer class instead (for the CET's
-    Qwen2-shaped base, one that splits every digit), which encodes differently from the
-    tokenizer the model was trained with.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    """Load a tokenizer saved by :func:`save_tokenizer` (or a hub id when online)."""
+    from transformers import AutoTokenizer
 
     name = str(path_or_id)
     local = _looks_local(name)
@@ -111,11 +105,9 @@ def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerFast:
             "written by save_tokenizer (tokenizer.json)"
         )
     try:
-        if local:
-            return PreTrainedTokenizerFast.from_pretrained(
-                str(Path(name).expanduser()), local_files_only=True
-            )
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(
+            str(Path(name).expanduser()) if local else name, local_files_only=local
+        )
     except OSError as exc:
         raise DependencyError(
             f"tokenizer {name!r} could not be loaded (offline or not on the hub): pass a local "
