@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements.stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv repro test test-fast lint format bench hooks clean-venv
+.PHONY: venv repro test test-fast lint format bench hooks clean-venv pr-report promote check-repro
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-repro: venv
+# params.yaml is checked whole before DVC touches anything: `dvc repro` deletes a stage's
+# outputs before running it, so a bad value found by the stage itself would cost them. A venv
+# named with VENV=... that exists (another clone's) is used as it is, never reinstalled.
+repro: $(if $(and $(filter command line,$(origin VENV)),$(wildcard $(BIN)/python)),,venv)
+	$(BIN)/python -m reprolab.core.config
 	$(BIN)/dvc repro
 
 # The whole suite (what CI runs).
@@ -50,3 +54,22 @@ hooks: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Pull requests and releases (reprolab/release). Like `repro`, they keep this clone's venv up
+# to date, but use a venv named with VENV=... that exists (another clone's) as it is.
+RELEASE_ENV := $(if $(and $(filter command line,$(origin VENV)),$(wildcard $(BIN)/python)),,venv)
+BASE ?= main
+REV ?= HEAD
+
+# pr-report.md (and the plots in pr-report-plots/): params, metrics (timing apart), gates.
+pr-report: $(RELEASE_ENV)
+	$(BIN)/python -m reprolab.release.report --base $(BASE)
+
+# Register MODEL at REV with GTO and assign STAGE, only if its validate gates passed there.
+promote: $(RELEASE_ENV)
+	@test -n "$(MODEL)" -a -n "$(STAGE)" || { echo 'error: make promote needs MODEL=<mamba|pinn|cet> STAGE=<stage, e.g. prod>' >&2; exit 2; }
+	$(BIN)/python -m reprolab.release.promote $(MODEL) $(STAGE) --rev $(REV) $(if $(VERSION),--version $(VERSION))
+
+# After a rerun (dvc repro): fail if a non-timing metric or dvc.lock hash differs from REV's.
+check-repro: $(RELEASE_ENV)
+	$(BIN)/python -m reprolab.release.check --rev $(REV)

@@ -22,17 +22,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprolab.core.io import write_json
+from reprolab.core.errors import PipelineError
+from reprolab.core.io import read_parquet, write_json
 from reprolab.models.pinn.evaluate import evaluate
 
 DATA = Path("data/features/options")
 
 
 def _read(split: str) -> pd.DataFrame:
-    parts = sorted((DATA / split).glob("*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"{DATA / split}: no parquet parts (run the options stages)")
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    """A split of the options features, its parts checked against their manifest."""
+    return read_parquet(DATA / split)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,11 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides[k] = tuple(v)
     params = PinnTrainParams(**overrides)
     seed = load_params().seed
-    train, val, test = _read("train"), _read("val"), _read("test")
-    collocation = {
-        k: pd.read_parquet(DATA / "collocation" / f"{k}.parquet")
-        for k in ("interior", "terminal", "boundary")
-    }
+    try:
+        train, val, test = _read("train"), _read("val"), _read("test")
+        collocation = {
+            k: read_parquet(DATA / "collocation" / f"{k}.parquet")
+            for k in ("interior", "terminal", "boundary")
+        }
+    except PipelineError as exc:  # missing or damaged data: one line, as a stage says it
+        print(f"error: pinn_accuracy: {exc.kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
     start = time.perf_counter()
 
     def progress(phase: str, epoch: int, logs: dict[str, float]) -> None:

@@ -5,12 +5,17 @@ out-of-range values raise :class:`ValidationError` with one line naming the key 
 value and what was expected, e.g.::
 
     params.yaml: markets.generate.n_symbols = -3: expected an integer >= 1
+
+A params file must be complete and unambiguous (:func:`load_params`): every section and key
+written out, none null, no key twice, since DVC tracks only what the file says. Every size
+has an upper bound, so a stray zero fails here instead of running for hours.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ def _list(default: list[Any], **bounds: Any) -> Any:
 # --------------------------------------------------------------------------- resources
 @dataclass(frozen=True)
 class ResourcesParams:
-    memory_budget_mb: int = _bounded(8192, ge=64)
+    memory_budget_mb: int = _bounded(8192, ge=64, le=1_048_576)  # up to 1 TiB
     progress: bool = True
 
 
@@ -113,7 +118,7 @@ class MarketsAugmentParams:
 
 @dataclass(frozen=True)
 class MarketsSplitParams(SplitFractions):
-    embargo: int = _bounded(61, ge=0)
+    embargo: int = _bounded(61, ge=0, le=100_000)
     augment: MarketsAugmentParams = field(default_factory=MarketsAugmentParams)
 
 
@@ -180,10 +185,10 @@ class OptionsDomain:
 
 @dataclass(frozen=True)
 class OptionsGenerateParams:
-    n_contracts: int = _bounded(600_000, ge=100)
+    n_contracts: int = _bounded(600_000, ge=100, le=100_000_000)
     sampler: Literal["sobol", "uniform"] = "sobol"
     strike: float = _bounded(1.0, gt=0.0)
-    chunk_rows: int = _bounded(250_000, ge=1000)
+    chunk_rows: int = _bounded(250_000, ge=1000, le=10_000_000)
     domain: OptionsDomain = field(default_factory=OptionsDomain)
 
 
@@ -208,9 +213,9 @@ class OptionsSplitParams(SplitFractions):
 
 @dataclass(frozen=True)
 class OptionsFeaturesParams:
-    n_interior: int = _bounded(100_000, ge=1)
-    n_terminal: int = _bounded(10_000, ge=1)
-    n_boundary: int = _bounded(10_000, ge=1)
+    n_interior: int = _bounded(100_000, ge=1, le=10_000_000)
+    n_terminal: int = _bounded(10_000, ge=1, le=10_000_000)
+    n_boundary: int = _bounded(10_000, ge=1, le=10_000_000)
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,9 @@ class OptionsParams:
 # --------------------------------------------------------------------------- contexts
 @dataclass(frozen=True)
 class ContextsGenerateParams:
-    n_programs: int = _bounded(1500, ge=30)
+    # about 4.5 ms of CPU and 10 KB of memory a program (measured), all held at once:
+    # the bound keeps generate@contexts within about 8 minutes and 1 GB
+    n_programs: int = _bounded(1500, ge=30, le=100_000)
     min_steps: int = _bounded(2, ge=1, le=5)
     max_steps: int = _bounded(4, ge=1, le=5)
     n_tests: int = _bounded(6, ge=3, le=24)  # hidden unit tests per program
@@ -268,9 +275,10 @@ class ContextsSplitParams(SplitFractions):
 @dataclass(frozen=True)
 class ContextsFeaturesParams:
     vocab_size: int = _bounded(1024, ge=300, le=1_000_000)  # byte-level BPE: 256 bytes + merges
-    min_frequency: int = _bounded(2, ge=1)
-    max_prompt_tokens: int = _bounded(1024, ge=8)  # longer contexts fail loudly, never truncated
-    max_target_tokens: int = _bounded(128, ge=4)
+    min_frequency: int = _bounded(2, ge=1, le=1_000_000)
+    # longer contexts fail loudly, never truncated
+    max_prompt_tokens: int = _bounded(1024, ge=8, le=131072)
+    max_target_tokens: int = _bounded(128, ge=4, le=131072)
 
 
 @dataclass(frozen=True)
@@ -285,8 +293,10 @@ class ContextsParams:
 class GuardParams:
     """The training guard (reprolab/guard/keras.py): what to do on OOM, NaN/Inf and signals."""
 
-    min_batch_size: int = _bounded(8, ge=1)  # OOM: halve the batch down to this, then fail
-    max_nan_retries: int = _bounded(3, ge=0)  # NaN/Inf: halve the learning rate at most k times
+    # OOM: halve the batch down to this, then fail
+    min_batch_size: int = _bounded(8, ge=1, le=1_000_000)
+    # NaN/Inf: halve the learning rate at most k times
+    max_nan_retries: int = _bounded(3, ge=0, le=100)
 
 
 @dataclass(frozen=True)
@@ -330,22 +340,22 @@ class PinnTrainParams:
     hidden: int = _bounded(64, ge=1, le=4096)
     depth: int = _bounded(3, ge=1, le=64)
     batch_size: int = _bounded(256, ge=1, le=1_000_000)
-    rows_per_epoch: int = _bounded(65536, ge=1)
+    rows_per_epoch: int = _bounded(65536, ge=1, le=100_000_000)
     epochs_supervised: int = _bounded(15, ge=0, le=10_000)
     lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
     epochs_physics: int = _bounded(12, ge=0, le=10_000)
     lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
     epochs_rar: int = _bounded(12, ge=0, le=10_000)  # per refinement round
     lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
-    rar_candidates: int = _bounded(20000, ge=1)
-    rar_points: int = _bounded(4000, ge=1)
+    rar_candidates: int = _bounded(20000, ge=1, le=10_000_000)
+    rar_points: int = _bounded(4000, ge=1, le=10_000_000)
     rar_repeat: int = _bounded(4, ge=1, le=1000)
     # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
     # boundary point (0 iterations: none)
     polish_iterations: int = _bounded(500, ge=0, le=100_000)
-    polish_rows: int = _bounded(131072, ge=1)
-    n_val: int = _bounded(16384, ge=1)
-    patience: int = _bounded(4, ge=1)
+    polish_rows: int = _bounded(131072, ge=1, le=10_000_000)
+    n_val: int = _bounded(16384, ge=1, le=10_000_000)
+    patience: int = _bounded(4, ge=1, le=10_000)
     adam_epsilon: float = _bounded(1e-12, gt=0.0, le=1.0)
     loss_weights: PinnLossWeights = field(default_factory=PinnLossWeights)
     guard: GuardParams = field(default_factory=GuardParams)
@@ -408,12 +418,13 @@ class CetScstParams(CetPhaseParams):
     top_p: float = _bounded(0.9, gt=0.0, le=1.0)
     kl_coef: float = _bounded(0.02, ge=0.0)  # penalty towards the base (adapters disabled)
     grad_clip: float = _bounded(1.0, gt=0.0)
-    val_every: int = _bounded(8, ge=1)  # steps between validation pass-rate checks
-    val_programs: int = _bounded(64, ge=1)  # validation programs per check (fixed subset)
+    val_every: int = _bounded(8, ge=1, le=10_000_000)  # steps between validation pass-rate checks
+    # validation programs per check (a fixed subset)
+    val_programs: int = _bounded(64, ge=1, le=100_000)
     rollback_floor: float = _bounded(0.7, ge=0.0, le=1.0)  # roll back below this pass rate
     rollback_margin: float = _bounded(0.05, ge=0.0, le=1.0)  # ... or this far below the best
     rollback_lr_factor: float = _bounded(0.5, gt=0.0, lt=1.0)
-    max_rollbacks: int = _bounded(3, ge=0)  # then SCST stops at the last good checkpoint
+    max_rollbacks: int = _bounded(3, ge=0, le=1000)  # then SCST stops at the last good checkpoint
 
 
 @dataclass(frozen=True)
@@ -442,7 +453,7 @@ class CetTrainParams:
     other_program_weight: float = _bounded(1.0, ge=1.0, le=1000.0)
     max_new_tokens: int = _bounded(32, ge=1, le=4096)  # per line label
     eval_batch_size: int = _bounded(64, ge=1, le=65536)  # lines per greedy batch
-    checkpoint_every: int = _bounded(50, ge=1)  # optimizer steps between checkpoints
+    checkpoint_every: int = _bounded(50, ge=1, le=10_000_000)  # optimizer steps between checkpoints
     threads: int = _bounded(2, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
     reconstruct_workers: int = _bounded(1, ge=1, le=64)
     qlora_probe_steps: int = _bounded(4, ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
@@ -676,10 +687,12 @@ def _check_bounds(path: str, value: float, tp: Any, meta: typing.Mapping[str, An
         _fail(path, value, f"{_describe(tp)} {_bounds_text(meta)}")
 
 
-def _coerce(path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+def _coerce(
+    path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any], complete: bool = False
+) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
+        return _build(tp, value, path, complete)
     if origin is Literal:
         if value not in typing.get_args(tp):
             _fail(path, value, _describe(tp))
@@ -718,7 +731,13 @@ def _coerce(path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
     raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a schema bug, not user input
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
+def _build(cls: type, data: Any, path: str, complete: bool = False) -> Any:
+    if data is None and complete:
+        # `markets:` with nothing under it loads as null: the code defaults would run untracked
+        raise ValidationError(
+            f"{PARAMS_FILE}: {path}: empty (null) section; expected its keys "
+            f"{_keys_text(cls)} (copy them from the repository's params.yaml)"
+        )
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -734,8 +753,20 @@ def _build(cls: type, data: Any, path: str) -> Any:
                 f"{PARAMS_FILE}: {where}: unknown key; expected one of "
                 f"{', '.join(sorted(fields))}{hint}"
             )
+    if complete:
+        # DVC tracks only what the file says: a key left out would run on an untracked default.
+        for name in fields:
+            if name not in data:
+                where = f"{path}.{name}" if path else name
+                raise ValidationError(
+                    f"{PARAMS_FILE}: {where}: missing {_missing_text(fields[name])}; every "
+                    "section and key must be written out, since DVC tracks only the params "
+                    "in the file"
+                )
     kwargs = {
-        name: _coerce(f"{path}.{name}" if path else name, data[name], hints[name], f.metadata)
+        name: _coerce(
+            f"{path}.{name}" if path else name, data[name], hints[name], f.metadata, complete
+        )
         for name, f in fields.items()
         if name in data
     }
@@ -754,25 +785,113 @@ def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def parse_params(data: Any) -> Params:
-    """Validate a parsed params mapping against the schema."""
-    return _build(Params, data, "")
+def _keys_text(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Load and validate params.yaml; any problem is one ValidationError line."""
+def _missing_text(f: dataclasses.Field[Any]) -> str:
+    """What a missing key is and what the code would have used instead."""
+    if f.default is not dataclasses.MISSING:
+        return f"key (the code's default is {f.default!r})"
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    if dataclasses.is_dataclass(value):
+        return "section (copy it from the repository's params.yaml)"
+    return f"key (the code's default is {value!r})"
+
+
+def parse_params(data: Any, complete: bool = False) -> Params:
+    """Validate a parsed params mapping against the schema.
+
+    ``complete``: every section and key must be present, none null (what a params file
+    must satisfy); otherwise missing keys take the schema's defaults (for tests and
+    partial overrides).
+    """
+    return _build(Params, data, "", complete)
+
+
+def _duplicate_keys(node: yaml.Node, path: str, source: str) -> None:
+    """Raise on a key given twice in one mapping (YAML loaders silently keep the last)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ValidationError(
+                    f"{source}: duplicate key '{where}' at lines {seen[key]} and {line} "
+                    "(YAML would silently keep the last; delete one)"
+                )
+            seen[key] = line
+            _duplicate_keys(value_node, where, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{i}]", source)
+
+
+def read_params_yaml(path: str | Path = PARAMS_FILE) -> Any:
+    """The parsed params file: one ValidationError line if it is absent, not YAML, empty,
+    not a mapping or has a duplicated key."""
     p = Path(path)
     if not p.exists():
         raise ValidationError(f"{p}: file not found (run from the repository root)")
+    loader = yaml.SafeLoader(p.read_text(encoding="utf-8"))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        node = loader.get_single_node()
+        if node is not None:
+            _duplicate_keys(node, "", str(p))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ValidationError(f"{p}: not valid YAML{where}") from None
-    return parse_params(data)
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ValidationError(
+            f"{p}: the file is empty; expected the sections {_keys_text(Params)} "
+            f"(restore it with `git checkout {p}`)"
+        )
+    if not isinstance(data, dict):
+        raise ValidationError(
+            f"{p}: expected a mapping of sections ({_keys_text(Params)}), "
+            f"got a {type(data).__name__}"
+        )
+    return data
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Load and validate params.yaml, every section and key present; any problem is one
+    ValidationError line."""
+    return parse_params(read_params_yaml(path), complete=True)
+
+
+# Written by the check_params stage (dvc.yaml), which every other stage depends on so that
+# DVC runs it first: a bad params.yaml then fails before DVC deletes any stage's outputs.
+# Its bytes never depend on the values, so a rerun of the check reruns nothing downstream.
+CHECK_MARKER = Path("metrics/params_check.txt")
+CHECK_MARKER_TEXT = "params.yaml passed reprolab.core.config's checks\n"
+
+
+def check_params(path: str | Path = PARAMS_FILE, marker: Path | None = None) -> int:
+    """Validate the whole params file before any stage runs: one line, 0 or the
+    ValidationError exit code. ``marker``: write :data:`CHECK_MARKER_TEXT` there on success."""
+    try:
+        load_params(path)
+    except ValidationError as exc:
+        print(f"error: check_params: {exc.kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(CHECK_MARKER_TEXT, encoding="utf-8")
+    print(f"{path}: every section and key valid")
+    return 0
 
 
 def to_dict(params: Any) -> dict[str, Any]:
     """The params as plain data (for params.yaml and for writing next to outputs)."""
     return dataclasses.asdict(params)
+
+
+if __name__ == "__main__":  # `python -m reprolab.core.config`: what `make repro` runs first
+    raise SystemExit(check_params())

@@ -8,8 +8,11 @@ one, never half of one, even if the writer is killed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,7 +21,12 @@ from typing import Any
 
 import portalocker
 
-from reprolab.core.errors import DataQualityError, DependencyError
+from reprolab.core.errors import (
+    DataQualityError,
+    DependencyError,
+    LockTimeoutError,
+    OutputError,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -43,24 +51,56 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _refuses_write(exc: OSError, final: Path) -> bool:
+    """Whether ``exc`` is the file system refusing to write ``final`` (read-only, no
+    permission, no space), rather than, say, an unreadable input or a bug."""
+    if exc.errno not in OutputError.ERRNOS:
+        return False
+    if exc.filename is None:  # write() and fsync() errors name no file
+        return True
+    culprit = Path(os.fsdecode(exc.filename)).absolute()
+    home = final.absolute().parent
+    return culprit == home or home in culprit.parents or culprit in home.parents
+
+
+@contextlib.contextmanager
+def _output_errors(final: Path) -> Iterator[None]:
+    """Turn the file system refusing to write ``final`` into one OutputError line."""
+    try:
+        yield
+    except OSError as exc:
+        if _refuses_write(exc, final):
+            raise OutputError.from_oserror(final, exc) from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and move it into place."""
+    """Yield a temporary path beside ``path``; on success fsync it and move it into place.
+
+    A read-only or full file system raises OutputError naming ``path``; the previous
+    file stays as it was.
+    """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        with _output_errors(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{final.name}.", suffix=".tmp", dir=final.parent
+            )
+            os.close(fd)
+            tmp = Path(tmp_name)
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -92,34 +132,99 @@ def read_json(path: PathLike) -> Any:
         raise DataQualityError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths in one step (Linux >= 3.15)
+
+
+def _load_renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):  # not glibc >= 2.28 / not Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap ``a`` and ``b``; False where the kernel or file system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def _recover_dir(final: Path) -> None:
+    """Clear what an interrupted :func:`atomic_dir` left beside ``final``.
+
+    Only the fallback swap has an instant without ``final``: then the complete old
+    output is the ``.old.`` sibling, and it is put back before anything is deleted.
+    """
+    if not final.exists():
+        asides = sorted(
+            final.parent.glob(f".{final.name}.old.*.tmp"), key=lambda p: p.stat().st_mtime
+        )
+        if asides:
+            os.rename(asides[-1], final)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Put the complete directory ``tmp`` at ``final``; delete the previous output last.
+
+    With renameat2(RENAME_EXCHANGE) ``final`` is the old or the new directory at every
+    instant. Elsewhere the old one is renamed aside first: a crash between the two
+    renames leaves it complete under ``.name.old.*.tmp``, and the next run restores it.
+    """
+    old: Path | None = None
+    if not os.path.lexists(final):
+        os.rename(tmp, final)
+    elif _exchange(tmp, final):
+        old = tmp  # the swap left the previous output under the temporary name
+    else:
+        old = final.parent / f".{final.name}.old.{secrets.token_hex(4)}.tmp"
+        os.rename(final, old)
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None and old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    elif old is not None:  # the previous output was a file or a link
+        old.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[Path]:
     """Build a directory output in a temporary sibling, then swap it into place.
 
-    An interrupted stage leaves at most a hidden ``.name.*.tmp`` directory behind (removed
-    on the next run), never a half-written output directory.
+    Readers see the complete old directory or the complete new one. An interrupted
+    stage leaves at most a hidden ``.name.*.tmp`` directory behind (cleared on the next
+    run). A read-only or full file system raises OutputError naming ``path``.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp: Path | None = None
     try:
-        yield tmp
-        for root, _dirs, files in os.walk(tmp):
-            for name in files:
-                with open(os.path.join(root, name), "rb") as fh:
-                    os.fsync(fh.fileno())
-            _fsync_dir(Path(root))
-        os.chmod(tmp, _DIR_MODE)
-        if final.exists():
-            old = final.parent / f".{final.name}.old.tmp"
-            os.replace(final, old)
-            shutil.rmtree(old)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        with _output_errors(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _recover_dir(final)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            yield tmp
+            for root, _dirs, files in os.walk(tmp):
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as fh:
+                        os.fsync(fh.fileno())
+                _fsync_dir(Path(root))
+            os.chmod(tmp, _DIR_MODE)
+            _swap_in(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -129,16 +234,36 @@ def locked_update(
     """Read-modify-write a JSON file under an exclusive lock; returns the new value.
 
     The lock lives in a sidecar ``<name>.lock`` file because the data file itself is
-    replaced (new inode) on every write.
+    replaced (new inode) on every write. Waits at most ``timeout`` seconds for another
+    holder, then raises LockTimeoutError naming the lock file.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     lock_path = p.with_name(p.name + ".lock")
-    with portalocker.Lock(lock_path, mode="a", timeout=timeout, flags=portalocker.LOCK_EX):
+    # Non-blocking attempts retried by portalocker: in blocking mode it ignores `timeout`.
+    lock = portalocker.Lock(
+        lock_path,
+        mode="a",
+        timeout=timeout,
+        check_interval=0.005,
+        fail_when_locked=False,
+        flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
+    )
+    with _output_errors(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except portalocker.AlreadyLocked:
+            raise LockTimeoutError(
+                f"{lock_path}: another process still held this lock after {timeout:g} s; "
+                "wait for it to finish (or raise the timeout) and rerun"
+            ) from None
+    try:
         current = read_json(p) if p.exists() else default
         new = update(current)
         write_json(p, new)
         return new
+    finally:
+        lock.release()
 
 
 def write_parquet(path: PathLike, df: Any) -> None:
@@ -167,21 +292,31 @@ def part_name(i: int) -> str:
 
 
 def list_parts(directory: PathLike) -> list[Path]:
-    """The ``part-*.parquet`` files of a partitioned table, in order; none is an error."""
-    parts = sorted(Path(directory).glob("part-*.parquet"))
-    if not parts:
-        raise DependencyError(f"{directory}: no part-*.parquet files (run the producing stage)")
-    return parts
+    """The ``part-*.parquet`` files of a partitioned table, in order, each checked against
+    the table's manifest first (:func:`reprolab.core.manifest.verified_parts`)."""
+    from reprolab.core.manifest import verified_parts  # manifest builds on this module
+
+    return verified_parts(directory)
 
 
-def read_parquet(path: PathLike, columns: list[str] | None = None) -> Any:
-    """Read a parquet file or a directory of ``part-*.parquet`` files, in part order."""
+def read_parquet(path: PathLike, columns: list[str] | None = None, *, sealed: bool = True) -> Any:
+    """Read a parquet file or a directory of ``part-*.parquet`` files, in part order.
+
+    Data outputs are checked against their manifest before anything is read;
+    ``sealed=False`` reads a file no manifest covers (a model's predictions) as it is.
+    """
     import pandas as pd
 
+    from reprolab.core import manifest  # manifest builds on this module
+
     p = Path(path)
-    if p.is_dir():
-        frames = [pd.read_parquet(f, columns=columns) for f in list_parts(p)]
+    if p.is_dir() or p.suffix != ".parquet":  # a table directory, even a missing one
+        frames = [pd.read_parquet(f, columns=columns) for f in manifest.verified_parts(p)]
         return pd.concat(frames, ignore_index=True)
-    if not p.exists():
+    if sealed:
+        manifest.verified_file(p)
+    elif not p.exists():
         raise DependencyError(f"{p}: file not found (run the stage that produces it first)")
+    else:
+        manifest.read_schema(p)  # one clear line for a file that is no parquet
     return pd.read_parquet(p, columns=columns)

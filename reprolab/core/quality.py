@@ -11,9 +11,17 @@ from reprolab.core.errors import DataQualityError
 
 
 def check_finite(
-    frame: pd.DataFrame, columns: Sequence[str], source: str, max_nan_share: float = 0.0
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    source: str,
+    max_nan_share: float = 0.0,
+    limit_key: str | None = None,
 ) -> None:
-    """No infinite value anywhere; NaN share per column at most ``max_nan_share``."""
+    """No infinite value anywhere; NaN share per column at most ``max_nan_share``.
+
+    ``limit_key``: the params key that sets ``max_nan_share``, cited when it is exceeded
+    (none where no NaN is ever allowed).
+    """
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataQualityError(f"{source}: missing column(s) {missing}")
@@ -27,11 +35,13 @@ def check_finite(
             raise DataQualityError(
                 f"{source}: column '{col}' has {n_inf} infinite value(s), first at row {row}"
             )
-        share = float(np.isnan(values).mean())
+        nan = np.isnan(values)
+        share = float(nan.mean())
         if share > max_nan_share:
+            where = f" ({limit_key})" if limit_key else ""
             raise DataQualityError(
-                f"{source}: column '{col}' has NaN share {share:.4%}, over the limit of "
-                f"{max_nan_share:.4%} (markets.features.max_nan_share)"
+                f"{source}: column '{col}' has NaN share {share:.4%} (first at row "
+                f"{int(np.flatnonzero(nan)[0])}), over the limit of {max_nan_share:.4%}{where}"
             )
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
 from reprolab.core.config import Params, load_params
 from reprolab.core.errors import PipelineError, ValidationError
+from reprolab.core.preflight import check_outputs, output_errors, stage_outputs
 from reprolab.core.resources import StageResources
+from reprolab.core.signals import StageInterrupted, die_with_parent, install_stage_handlers
 
 StageMain = Callable[[str, Params, StageResources], None]
 
@@ -28,6 +32,9 @@ SINGLE = {
     "walk_forward": "reprolab.models.mamba.walk_forward",
     "validate": "reprolab.validate.steps",
     "benchmark": "reprolab.benchmark.steps",
+    # dvc.yaml's first stage; stages/check_params.py calls config.check_params itself (it
+    # records no resources), listed here so that its import closure is checked like the rest
+    "check_params": "reprolab.core.config",
 }
 
 
@@ -68,6 +75,10 @@ def run_stage(
     """Run ``main(item, params, resources)`` for ``step@item``; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     name = step
+    # From the first line on a signal ends the stage with one line, never the default death;
+    # the guards' own handlers take over during training. Put back for in-process callers.
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install_stage_handlers()
     try:
         if not items and args:
             raise ValidationError(
@@ -80,14 +91,26 @@ def run_stage(
             )
         item = args[0] if items else ""
         name = f"{step}@{item}" if items else step
-        params = load_params()
-        with StageResources(name, show_progress=params.resources.progress) as res:
+        try:
+            params = load_params()
+        except ValidationError as exc:
+            # `dvc repro` deletes a stage's outputs before it runs the command
+            raise ValidationError(
+                f"{exc} (after fixing it: `dvc checkout {name}` restores the cached outputs "
+                "`dvc repro` removed, `dvc repro` the rest)"
+            ) from None
+        check_outputs(stage_outputs(name))  # fail now, not after the work, if it cannot write
+        progress = params.resources.progress
+        with StageResources(name, show_progress=progress) as res, output_errors():
             main(item, params, res)
         return 0
     except PipelineError as exc:
         if _debug():
             traceback.print_exc()
         print(f"error: {name}: {exc.kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except StageInterrupted as exc:
+        print(f"error: {name}: {_interrupted(step, exc.signum, exc.again)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted; run the stage again to restart it", file=sys.stderr)
@@ -101,6 +124,26 @@ def run_stage(
             file=sys.stderr,
         )
         return 1
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupted(step: str, signum: int, again: bool = False) -> str:
+    """What a signal outside the training loops means for ``step`` (its one line)."""
+    sig = signal.Signals(signum).name
+    if again:
+        return (
+            f"stopped at once by a second {sig} (the current step was not saved); run "
+            "`dvc repro` again to resume from the last checkpoint"
+        )
+    if step == "train":
+        return (
+            f"interrupted ({sig}) outside a training step; run `dvc repro` again to resume "
+            "from the last checkpoint"
+        )
+    return f"interrupted ({sig}); nothing was recorded; run `dvc repro` again to redo the stage"
 
 
 def entry(step: str) -> None:
@@ -109,4 +152,5 @@ def entry(step: str) -> None:
     def main(item: str, params: Params, res: StageResources) -> None:
         dispatch(step, item, params, res)
 
+    die_with_parent()  # a stage whose `dvc repro` dies stops too, instead of running orphaned
     sys.exit(run_stage(step, main, items_of(step)))

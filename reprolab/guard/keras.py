@@ -50,7 +50,7 @@ from reprolab.core.errors import (
 )
 from reprolab.core.seeding import int_seed, rng
 from reprolab.guard.checkpoint import discard, load_npz, save_npz, text_fingerprint
-from reprolab.guard.signals import Flag, TrainingInterrupted, signals_to_flag
+from reprolab.guard.signals import Flag, TrainingInterrupted, signal_at, signals_to_flag
 
 if TYPE_CHECKING:  # TensorFlow costs seconds to import: only code that trains pays for it
     import keras
@@ -434,6 +434,7 @@ def train_guarded(
             # Everything random in an epoch hangs off (seed, epoch): a replay draws the same.
             keras.utils.set_random_seed(int_seed(seed, "train_guarded", "epoch", epoch))
             order = rng(seed, "train_guarded", "permutation", epoch).permutation(n_train)
+            signal_at(f"{checkpoint_dir.name}:{epoch}")  # tests only: REPROLAB_SIGNAL_AT
             # One permuted copy of the training arrays per epoch: the price of fit(shuffle=False)
             # replaying a known order at any batch size.
             try:

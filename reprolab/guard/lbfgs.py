@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprolab.core.errors import ResourceLimitError
-from reprolab.guard.signals import TrainingInterrupted, signals_to_flag
+from reprolab.guard.signals import TrainingInterrupted, signal_at, signals_to_flag
 
 if TYPE_CHECKING:
     import keras
@@ -145,6 +145,7 @@ class _Search:
 
         def after_iteration(intermediate_result: Any) -> None:
             self.iterations += 1
+            signal_at(f"lbfgs:{self.iterations}")  # tests only: REPROLAB_SIGNAL_AT
             if on_iteration is not None:
                 on_iteration(self.iterations, float(intermediate_result.fun))
 

@@ -29,7 +29,7 @@ from typing import Any
 from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError, ResourceLimitError
 from reprolab.guard.checkpoint import load_torch, save_torch, text_fingerprint
-from reprolab.guard.signals import TrainingInterrupted, signals_to_flag
+from reprolab.guard.signals import TrainingInterrupted, signal_at, signals_to_flag
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def guarded_steps(
     with signals_to_flag(gs.events) as flag:
         while gs.next_step < steps:
             step = gs.next_step
+            signal_at(f"{phase}:{step}")  # tests only: REPROLAB_SIGNAL_AT
             try:
                 logs = step_fn(step, gs.micro_batch)
             except NonFiniteStep as exc:

@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from reprolab.core import paths
-from reprolab.core.io import read_parquet
+from reprolab.core.io import list_parts, read_parquet
+from reprolab.core.manifest import verified_file
 from reprolab.core.seeding import rng
 from reprolab.core.stage import DATASETS
 from reprolab.datasets.markets.features import compute_features_frame
@@ -31,7 +32,8 @@ def split_table(dataset: str, name: str) -> Path:
 
 
 def table_files(table: Path) -> list[Path]:
-    return sorted(table.glob("part-*.parquet")) if table.is_dir() else [table]
+    """The files of a table, checked against their manifest (a lost or extra part fails)."""
+    return list_parts(table) if table.is_dir() else [verified_file(table)]
 
 
 def schema_mismatches(files: Iterable[Path]) -> list[str]:

@@ -64,7 +64,7 @@ def mamba_judgement(seed: int) -> dict[str, Any]:
         files[path.name.removesuffix("_predictions.parquet")] = path
     gaps, leakage, scores = {}, {}, {}
     for name, path in files.items():
-        predictions = read_parquet(path)
+        predictions = read_parquet(path, sealed=False)  # a model's output: no manifest
         if name == "model":
             calibration = reliability(predictions, labels, truth)
         gaps[name] = oracle_gap(predictions, labels, truth)
@@ -98,7 +98,9 @@ def walk_forward_judgement() -> dict[str, Any]:
         [read_parquet(feats / "windows" / f"{s}.parquet") for s in paths.SPLITS], ignore_index=True
     )
     labels = labels.loc[labels["copy"] == 0, ["symbol", "date", "label"]]
-    predictions = read_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet")
+    predictions = read_parquet(
+        paths.model_dir("mamba_walk_forward") / "predictions.parquet", sealed=False
+    )
     out: dict[str, Any] = {"folds": {}, "pooled": {}}
     for (fold, model), part in predictions.groupby(["fold", "model"], sort=True):
         keys = part[["symbol", "date"]]

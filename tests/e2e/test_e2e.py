@@ -10,60 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests import tiny
+from tests.e2e.conftest import copy_repo, run
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 JUDGES = ("data_metrics@", "validate")  # the only stages that may read data/truth
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+    return run(args, cwd, check=check)
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The working tree's tracked and unignored files, committed in a fresh repository."""
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "models/", "metrics/")):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    tiny.write_params(repo)
-    for args in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.name", "reprolab-test"],
-        ["git", "config", "user.email", "test@reprolab.invalid"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "tiny"],
-    ):
-        _run(args, repo)
-    return repo
+@pytest.fixture
+def clone(reproduced_tiny: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the tiny repository after its first whole `dvc repro`."""
+    return copy_repo(reproduced_tiny, tmp_path / "repo")
 
 
 def _lock(repo: Path) -> dict:
@@ -105,7 +70,6 @@ def _resource_files(repo: Path) -> list[Path]:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
-    _run(["dvc", "repro"], clone)
     stages = set(_lock(clone)["stages"])
     for step in ("generate", "split_augment", "features", "data_metrics"):
         for dataset in ("markets", "options", "contexts"):
@@ -161,7 +125,6 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_experiment_with_set_param_is_listed(clone: Path) -> None:
-    _run(["dvc", "repro"], clone)
     _run(["dvc", "exp", "run", "-S", "markets.generate.n_symbols=4", "-n", "four"], clone)
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], clone).stdout)
     text = json.dumps(shown)

@@ -16,6 +16,7 @@ from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
 from reprolab.core.io import read_json, read_parquet, write_parquet
+from reprolab.core.manifest import seal
 from reprolab.core.quality import check_finite
 from reprolab.core.resources import StageResources
 from reprolab.datasets.markets import steps as pipeline
@@ -100,6 +101,7 @@ def test_scaler_is_fit_on_original_training_rows_only(built: Path, tmp_path: Pat
                     frame[col] = frame[col] * np.linspace(1.0, 3.0, len(frame))
                 frame["volume"] = frame["volume"] * 7
                 write_parquet(part, frame)
+            seal(paths.split("markets") / name, "split_augment@markets")  # as if produced so
         pipeline.features(_tiny(), _res(work, "features"))
     new = work / paths.features("markets")
     assert _sha(new / "scaler.json") == _sha(feats / "scaler.json")
@@ -115,6 +117,7 @@ def test_quality_gate_names_the_column(built: Path, tmp_path: Path) -> None:
     frame = pd.read_parquet(part)
     frame.loc[frame.index[300], "volume"] = 0
     write_parquet(part, frame)
+    seal(part.parent, "split_augment@markets")  # a producer's fault, not a changed file
     gate = r"part-00000\.parquet: row 300: volume"
     with contextlib.chdir(work), pytest.raises(DataQualityError, match=gate):
         pipeline.features(_tiny(), _res(work, "features"))

@@ -56,7 +56,7 @@ def test_missing_input_is_a_dependency_error_and_debug_shows_traceback(tmp_path:
     assert proc.returncode == DependencyError.exit_code
     assert proc.stderr.strip().splitlines() == [
         "error: features@markets: missing dependency: data/split/markets/train: "
-        "no part-*.parquet files (run the producing stage)"
+        "not found (run split_augment@markets first)"
     ]
     debug = _stage(tmp_path, ["stages.features", "markets"], REPROLAB_DEBUG="1")
     assert debug.returncode == DependencyError.exit_code

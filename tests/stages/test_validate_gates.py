@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ import yaml
 
 from reprolab.core import paths
 from reprolab.core.config import CetGoals, Params, PinnGoals, load_params, parse_params
-from reprolab.core.errors import GateError
+from reprolab.core.errors import DataQualityError, GateError
 from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
+from reprolab.core.manifest import producer_of, seal
 from reprolab.core.resources import StageResources
 from reprolab.core.stage import DATASETS, dispatch
 from reprolab.validate.report import PLOTS
@@ -113,6 +115,13 @@ def world(built: Path, tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
+def _rewrite(path: Path, frame: pd.DataFrame) -> None:
+    """Overwrite a data file as a faulty producer would: new bytes and a manifest that vouches
+    for them (without it the readers stop at the manifest check, before any gate)."""
+    write_parquet(path, frame)
+    seal(path.parent, producer_of(path))
+
+
 def _failed(**params: object) -> list[str]:
     return judge(_params(**params))["failed"]
 
@@ -172,7 +181,7 @@ def test_a_market_row_in_two_splits_fails_the_overlap_gate(world: Path) -> None:
     train = read_parquet(part)
     val = read_parquet(paths.split("markets") / "val")
     leaked = val.loc[~val["context"]].head(5)
-    write_parquet(part, pd.concat([train, leaked], ignore_index=True))
+    _rewrite(part, pd.concat([train, leaked], ignore_index=True))
     report = judge(_params())
     assert report["data"]["details"]["split_overlaps"]["markets (symbol, date)"] == 5
     assert "data.split_overlaps" in report["failed"]
@@ -183,7 +192,7 @@ def test_a_context_template_in_two_splits_fails_the_overlap_gate(world: Path) ->
     train = read_parquet(split / "train.parquet")
     test = read_parquet(split / "test.parquet")
     test.loc[0, "template_hash"] = train.loc[0, "template_hash"]
-    write_parquet(split / "test.parquet", test)
+    _rewrite(split / "test.parquet", test)
     assert "data.split_overlaps" in _failed()
 
 
@@ -192,7 +201,7 @@ def test_an_option_contract_in_two_splits_fails_the_overlap_gate(world: Path) ->
     test = read_parquet(part)
     train = read_parquet(paths.split("options") / "train")
     test.loc[0, "contract_id"] = train.loc[0, "contract_id"]
-    write_parquet(part, test)
+    _rewrite(part, test)
     assert "data.split_overlaps" in _failed()
 
 
@@ -200,7 +209,7 @@ def test_augmented_rows_outside_train_fail_their_gate(world: Path) -> None:
     part = sorted((paths.split("markets") / "test").glob("part-*.parquet"))[0]
     test = read_parquet(part)
     test.loc[test.index[-3:], "augmented"] = True
-    write_parquet(part, test)
+    _rewrite(part, test)
     report = judge(_params())
     assert report["data"]["figures"]["augmented_outside_train"] == 3
     assert "data.augmented_outside_train" in report["failed"]
@@ -213,19 +222,27 @@ def test_a_gap_shorter_than_the_embargo_fails_its_gate(world: Path) -> None:
     assert "data.embargo_shortfall_days" in report["failed"]
 
 
-def test_a_part_with_another_dtype_fails_the_schema_gate(world: Path) -> None:
+def test_a_split_with_another_dtype_fails_the_schema_gate(world: Path) -> None:
+    table = paths.split("contexts") / "val.parquet"
+    _rewrite(table, read_parquet(table).astype({"n_steps": "float64"}))
+    report = judge(_params())
+    assert report["data"]["details"]["schema_mismatched_files"] == [str(table)]
+    assert "data.schema_mismatches" in report["failed"]
+
+
+def test_a_part_with_another_dtype_stops_validate_before_the_gates(world: Path) -> None:
     part = sorted((paths.split("markets") / "val").glob("part-*.parquet"))[-1]
     write_parquet(part, read_parquet(part).astype({"volume": "float64"}))
-    report = judge(_params())
-    assert report["data"]["details"]["schema_mismatched_files"] == [str(part)]
-    assert "data.schema_mismatches" in report["failed"]
+    line = f"{part}: column 'volume' is double, expected int64"
+    with pytest.raises(DataQualityError, match=re.escape(line)):
+        judge(_params())
 
 
 def test_missing_values_fail_the_missing_share_gate(world: Path) -> None:
     split = paths.split("contexts")
     val = read_parquet(split / "val.parquet")
     val.loc[0, "n_raw_chars"] = np.nan
-    write_parquet(split / "val.parquet", val)
+    _rewrite(split / "val.parquet", val)
     report = judge(_params())
     assert report["data"]["details"]["missing_share_column"] == "contexts/val.n_raw_chars"
     assert "data.missing_share" in report["failed"]
@@ -237,7 +254,7 @@ def test_a_feature_computed_from_a_later_row_fails_the_lookahead_gate(world: Pat
         table = read_parquet(part)
         series = table.groupby(["symbol", "copy"], sort=False)["log_return"]
         table["log_return"] = series.shift(-1)  # each row sees tomorrow's return
-        write_parquet(part, table)
+        _rewrite(part, table)
     report = judge(_params())
     assert report["data"]["figures"]["lookahead_changed_rows"] > 0
     assert "data.lookahead_changed_rows" in report["failed"]

@@ -121,7 +121,8 @@ def test_stage_exits_nonzero_with_one_line(tmp_path: Path, raw: dict) -> None:
     lines = proc.stderr.strip().splitlines()
     assert lines == [
         "error: generate@markets: invalid input: params.yaml: markets.generate.n_symbols = 0: "
-        "expected an integer >= 1 and <= 100000"
+        "expected an integer >= 1 and <= 100000 (after fixing it: `dvc checkout "
+        "generate@markets` restores the cached outputs `dvc repro` removed, `dvc repro` the rest)"
     ]
     assert not (tmp_path / "data").exists()  # nothing was written before validation
 

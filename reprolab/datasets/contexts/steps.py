@@ -26,7 +26,8 @@ import pandas as pd
 from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
-from reprolab.core.io import atomic_dir, read_parquet, write_json, write_parquet
+from reprolab.core.io import read_parquet, write_json, write_parquet
+from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
@@ -39,6 +40,17 @@ SAMPLES = "samples.parquet"
 DISTRACTORS = "distractors.parquet"
 TOKENIZER = "tokenizer"
 SAMPLE_COLUMNS = ["program_id", "name", "input_type", "template", "template_hash", "raw", "gold"]
+# The generator's contract for samples and distractors (arrow types, in column order).
+RAW_SCHEMA = [
+    *(
+        [c, "large_string"]
+        for c in ("program_id", "name", "input_type", "template", "template_hash")
+    ),
+    ["n_steps", "int64"],
+    *([c, "large_string"] for c in ("raw", "gold", "tests", "line_labels", "line_roles")),
+    ["n_raw_chars", "int64"],
+    ["n_gold_chars", "int64"],
+]
 
 
 def _split_file(name: str) -> str:
@@ -77,7 +89,9 @@ def generate(params: Params, res: StageResources) -> None:
             "steps": [json.dumps([[s.kind, s.const] for s in p.steps]) for p in programs],
         }
     )
-    with atomic_dir(paths.raw(DATASET)) as raw, atomic_dir(paths.truth(DATASET)) as tr:
+    with sealed_dirs(
+        f"generate@{DATASET}", (paths.raw(DATASET), RAW_SCHEMA), (paths.truth(DATASET), None)
+    ) as (raw, tr):
         write_parquet(raw / SAMPLES, frame)
         write_parquet(raw / DISTRACTORS, pd.DataFrame([make_sample(p, gen) for p in pool]))
         write_parquet(tr / "programs.parquet", truth)
@@ -93,7 +107,7 @@ def split_augment(params: Params, res: StageResources) -> None:
     ]
     part = split_groups(samples["template_hash"], s, rng(params.seed, DATASET, "split"))
     gen = rng(params.seed, DATASET, "augment")
-    with atomic_dir(paths.split(DATASET)) as out:
+    with sealed_dir(paths.split(DATASET), f"split_augment@{DATASET}") as out:
         for name in SPLITS:
             frame = samples[part == name].reset_index(drop=True)
             frame.insert(1, "copy", 0)  # 0: the generated context; k > 0: augmentation k
@@ -132,7 +146,7 @@ def features(params: Params, res: StageResources) -> None:
     tokenizer = train_tokenizer(
         [*train["raw"], *train["gold"]], vocab_size=f.vocab_size, min_frequency=f.min_frequency
     )
-    with atomic_dir(paths.features(DATASET)) as out:
+    with sealed_dir(paths.features(DATASET), f"features@{DATASET}") as out:
         save_tokenizer(tokenizer, out / TOKENIZER)
         for name, frame in splits.items():
             pairs = [

@@ -34,8 +34,22 @@ from scipy.special import ndtr
 from reprolab.core.config import MarketsGenerateParams
 from reprolab.core.seeding import rng
 
-OBSERVABLE_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume"]
-TRUTH_COLUMNS = ["symbol", "date", "regime", "oracle_p_up"]
+# The generator's contract, column by column (arrow types): generate@markets checks what it
+# writes against these, and the manifest then holds every reader to them.
+OBSERVABLE_SCHEMA = [
+    ["symbol", "large_string"],
+    ["date", "timestamp[us]"],
+    *([price, "double"] for price in ("open", "high", "low", "close")),
+    ["volume", "int64"],
+]
+TRUTH_SCHEMA = [
+    ["symbol", "large_string"],
+    ["date", "timestamp[us]"],
+    ["regime", "int8"],
+    ["oracle_p_up", "double"],
+]
+OBSERVABLE_COLUMNS = [c for c, _ in OBSERVABLE_SCHEMA]
+TRUTH_COLUMNS = [c for c, _ in TRUTH_SCHEMA]
 _LOG_2PI = float(np.log(2.0 * np.pi))
 # Bytes held per symbol-day while a chunk is generated (about 24 float64 arrays).
 BYTES_PER_SYMBOL_DAY = 24 * 8
@@ -254,7 +268,9 @@ def oracle_log_loss(p_up: np.ndarray, up: np.ndarray) -> float:
 
 __all__ = [
     "OBSERVABLE_COLUMNS",
+    "OBSERVABLE_SCHEMA",
     "TRUTH_COLUMNS",
+    "TRUTH_SCHEMA",
     "Process",
     "emission_loglik",
     "filter_oracle",

@@ -9,7 +9,6 @@ from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
 from reprolab.core.io import (
-    atomic_dir,
     list_parts,
     part_name,
     read_json,
@@ -17,6 +16,7 @@ from reprolab.core.io import (
     write_json,
     write_parquet,
 )
+from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
 from reprolab.core.quality import check_finite, check_ohlcv
 from reprolab.core.resources import MemoryBudget, StageResources
@@ -24,7 +24,9 @@ from reprolab.datasets.markets.features import FEATURES, compute_features_frame
 from reprolab.datasets.markets.simulate import (
     BYTES_PER_SYMBOL_DAY,
     OBSERVABLE_COLUMNS,
+    OBSERVABLE_SCHEMA,
     TRUTH_COLUMNS,
+    TRUTH_SCHEMA,
     generate_markets,
     oracle_log_loss,
 )
@@ -45,7 +47,11 @@ def generate(params: Params, res: StageResources) -> None:
         "(markets.generate.symbols_per_part)",
     )
     chunks = generate_markets(g, params.seed)
-    with atomic_dir(paths.raw(DATASET)) as raw, atomic_dir(paths.truth(DATASET)) as truth:
+    with sealed_dirs(
+        f"generate@{DATASET}",
+        (paths.raw(DATASET), OBSERVABLE_SCHEMA),
+        (paths.truth(DATASET), TRUTH_SCHEMA),
+    ) as (raw, truth):
         bar = res.progress(chunks, n_parts)
         for i, (observed, hidden) in enumerate(bar):
             write_parquet(raw / part_name(i), observed)
@@ -56,7 +62,7 @@ def generate(params: Params, res: StageResources) -> None:
 def split_augment(params: Params, res: StageResources) -> None:
     raw_parts = list_parts(paths.raw(DATASET))
     calendar = None
-    with atomic_dir(paths.split(DATASET)) as out:
+    with sealed_dir(paths.split(DATASET), f"split_augment@{DATASET}") as out:
         for i, part in enumerate(res.progress(raw_parts, len(raw_parts))):
             observed = read_parquet(part)
             source = str(part)
@@ -93,10 +99,10 @@ def features(params: Params, res: StageResources) -> None:
     f = params.markets.features
     split_dir = paths.split(DATASET)
     train_rows = []
-    with atomic_dir(paths.features(DATASET)) as out:
-        for name in SPLITS:
+    inputs = {name: list_parts(split_dir / name) for name in SPLITS}  # all checked up front
+    with sealed_dir(paths.features(DATASET), f"features@{DATASET}") as out:
+        for name, parts in inputs.items():
             windows, offset = [], 0
-            parts = list_parts(split_dir / name)
             for i, part in enumerate(res.progress(parts, len(parts), name)):
                 frame = read_parquet(part)
                 check_ohlcv(frame, str(part))
@@ -106,7 +112,11 @@ def features(params: Params, res: StageResources) -> None:
                     axis=1,
                 )
                 check_finite(
-                    _warmup_nan_share(table), FEATURE_NAMES, f"{part} features", f.max_nan_share
+                    _warmup_nan_share(table),
+                    FEATURE_NAMES,
+                    f"{part} features",
+                    f.max_nan_share,
+                    limit_key="markets.features.max_nan_share",
                 )
                 w = make_windows(table, FEATURE_NAMES, f.window)
                 w["row"] += offset

@@ -34,6 +34,8 @@ from reprolab.datasets.options.blackscholes import GREEKS, KINDS, bs_price_greek
 INPUT_COLUMNS = ["contract_id", "S", "K", "tau", "sigma", "r", "moneyness"]
 LABEL_COLUMNS = [f"{kind}_{greek}" for kind in KINDS for greek in GREEKS]
 OPTION_COLUMNS = INPUT_COLUMNS + LABEL_COLUMNS
+# The generator's contract (arrow types), checked on what generate@options writes.
+OPTION_SCHEMA = [["contract_id", "int64"], *([c, "double"] for c in OPTION_COLUMNS[1:])]
 
 DAYS_PER_YEAR = 365.0  # tau_*_days / 365 = years, the Actual/365 Fixed convention
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.io import (
-    atomic_dir,
     list_parts,
     part_name,
     read_parquet,
     write_json,
     write_parquet,
 )
+from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
 from reprolab.core.quality import check_finite
 from reprolab.core.resources import MemoryBudget, StageResources
@@ -25,7 +24,12 @@ from reprolab.datasets.options.features import (
     collocation_points,
     option_coordinates,
 )
-from reprolab.datasets.options.generate import OPTION_COLUMNS, evaluation_grid, generate_options
+from reprolab.datasets.options.generate import (
+    OPTION_COLUMNS,
+    OPTION_SCHEMA,
+    evaluation_grid,
+    generate_options,
+)
 from reprolab.datasets.options.split import split_options
 
 DATASET = "options"
@@ -39,7 +43,9 @@ def generate(params: Params, res: StageResources) -> None:
         f"pricing {g.chunk_rows} contracts per chunk (options.generate.chunk_rows)",
     )
     n_parts = -(-g.n_contracts // g.chunk_rows)
-    with atomic_dir(paths.raw(DATASET)) as raw, atomic_dir(paths.truth(DATASET)) as truth:
+    with sealed_dirs(
+        f"generate@{DATASET}", (paths.raw(DATASET), OPTION_SCHEMA), (paths.truth(DATASET), None)
+    ) as (raw, truth):
         chunks = generate_options(g, params.seed)
         for i, chunk in enumerate(res.progress(chunks, n_parts)):
             write_parquet(raw / part_name(i), chunk)
@@ -52,7 +58,7 @@ def split_augment(params: Params, res: StageResources) -> None:
     is simply a larger ``options.generate.n_contracts``."""
     gen = rng(params.seed, DATASET, "split")
     parts = list_parts(paths.raw(DATASET))
-    with atomic_dir(paths.split(DATASET)) as out:
+    with sealed_dir(paths.split(DATASET), f"split_augment@{DATASET}") as out:
         for i, part in enumerate(res.progress(parts, len(parts))):
             contracts = read_parquet(part)
             check_finite(contracts, OPTION_COLUMNS, str(part))
@@ -63,9 +69,9 @@ def split_augment(params: Params, res: StageResources) -> None:
 
 def features(params: Params, res: StageResources) -> None:
     o = params.options
-    with atomic_dir(paths.features(DATASET)) as out:
-        for name in SPLITS:
-            parts = list_parts(paths.split(DATASET) / name)
+    inputs = {name: list_parts(paths.split(DATASET) / name) for name in SPLITS}  # checked first
+    with sealed_dir(paths.features(DATASET), f"features@{DATASET}") as out:
+        for name, parts in inputs.items():
             for i, part in enumerate(res.progress(parts, len(parts), name)):
                 coords = option_coordinates(read_parquet(part))
                 check_finite(coords, COORDINATE_COLUMNS, f"{part} coordinates")
@@ -92,7 +98,7 @@ def data_metrics(params: Params, res: StageResources) -> None:
         }
         res.add_rows(len(frame))
     report["collocation"] = {
-        name: len(pd.read_parquet(feats / "collocation" / f"{name}.parquet"))
+        name: len(read_parquet(feats / "collocation" / f"{name}.parquet"))
         for name in ("interior", "terminal", "boundary")
     }
     grid = read_parquet(paths.truth(DATASET) / "grid.parquet", columns=["region"])

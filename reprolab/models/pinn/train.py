@@ -413,6 +413,11 @@ def train_pinn(
             model = run(f"rar_{k}", p.epochs_rar, lr, pool)
         if p.polish_iterations:
             model = polish(model)
+        # Export a fresh build holding the final weights: a step trained here leaves the
+        # model compiled (optimizer state in the .keras file), one loaded by a resumed run
+        # does not, and the model file must not depend on where the run was interrupted.
+        weights = [np.array(v.numpy(), copy=True) for v in model.trainable_variables]
+        model = build()
     rar = np.concatenate(added) if added else np.zeros((0, 4))
     for stale in checkpoint_dir.glob(f"*{_DONE_SUFFIX}"):
         stale.unlink(missing_ok=True)
