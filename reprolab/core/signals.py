@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -27,8 +28,30 @@ class StageInterrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+# A parent's death sends PDEATHSIG once per thread of the parent: the kernel passes the
+# orphan from each exiting thread to the next and signals it each time (a killed parent with
+# 8 threads delivered 1-4 SIGTERMs within milliseconds). So once :func:`die_with_parent` has
+# armed a signal, repeats of it this close together are one request; anything else (a second
+# Ctrl-C) still means "stop at once".
+REPEAT_WINDOW_S = 1.0
+_pdeath_signal: int | None = None
+_first_seen: dict[int, float] = {}
+
+
+def is_repeat(signum: int) -> bool:
+    """Whether ``signum`` is the parent-death signal again, less than REPEAT_WINDOW_S after
+    the first of its burst; otherwise it is recorded as a new request."""
+    now = time.monotonic()
+    first = _first_seen.get(signum)
+    if signum == _pdeath_signal and first is not None and now - first < REPEAT_WINDOW_S:
+        return True
+    _first_seen[signum] = now
+    return False
+
+
 def _raise_interrupted(signum: int, _frame: Any) -> None:
-    raise StageInterrupted(signum)
+    if not is_repeat(signum):  # a repeat would raise again inside the first one's handling
+        raise StageInterrupted(signum)
 
 
 def install_stage_handlers() -> None:
@@ -54,6 +77,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     writing outputs. With this the stage gets SIGTERM too and stops through the guarded path
     (checkpoint, one line). A no-op elsewhere than Linux.
     """
+    global _pdeath_signal
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -65,6 +89,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
             return False
     except (OSError, AttributeError):
         return False
+    _pdeath_signal = int(sig)
     # The parent may have died before prctl: then nothing will ever send the signal.
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)

@@ -5,7 +5,8 @@
   and raises :class:`TrainingInterrupted`, so a rerun resumes where it stopped.
 * Outside the loops the stage-level handlers of :mod:`reprolab.core.signals` raise
   :class:`~reprolab.core.signals.StageInterrupted`; a second signal during a guarded step
-  raises it too.
+  raises it too (but the parent-death SIGTERM delivered again is the same request: see
+  :func:`~reprolab.core.signals.is_repeat`).
 * :func:`signal_at`: the fault-injection hook the interruption tests use.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.core.errors import PipelineError
-from reprolab.core.signals import StageInterrupted
+from reprolab.core.signals import StageInterrupted, is_repeat
 
 
 class TrainingInterrupted(PipelineError):
@@ -60,6 +61,8 @@ def signals_to_flag(events: list[str]) -> Iterator[Flag]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
+        if is_repeat(signum):  # the same request delivered again (a parent's death)
+            return
         if flag.signum is not None:  # a second signal: the user insists, stop at once
             raise StageInterrupted(signum, again=True)
         flag.signum = signum  # no logging here: the handler may run inside a logging call

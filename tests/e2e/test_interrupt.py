@@ -93,10 +93,6 @@ def _outs(repo: Path) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.mark.xfail(
-    reason="a SIGTERM to dvc alone can reach the stage twice (PDEATHSIG and dvc forwarding it): seen once in CI",
-    strict=False,
-)
 def test_killed_and_terminated_repro_resumes_to_the_same_lock(
     tiny_clone: Path, reproduced_tiny: Path, tmp_path: Path
 ) -> None:

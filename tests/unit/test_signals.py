@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import reprolab.core.signals as core_signals
 from reprolab.core.signals import StageInterrupted
 from reprolab.core.stage import run_stage
 from reprolab.guard.signals import signal_at, signals_to_flag
@@ -69,8 +70,10 @@ def test_sigterm_before_training_starts_ends_with_one_line(tmp_path: Path) -> No
 
 # A stand-in for `dvc repro` and its stage: the stage runs through `entry` (as stages/*.py
 # do) with a step whose work is a guarded loop; the parent runs it as DVC does (`$SHELL -c`)
-# and is then killed. The outer script is a child subreaper, so the orphan comes back to it
-# and its exit code can be read.
+# and is then killed. Like dvc it has threads: the kernel re-sends PDEATHSIG each time the
+# orphan passes from an exiting thread of its parent to the next (4 threads: up to 4
+# SIGTERMs), and the stage must still take them as one. The outer script is a child
+# subreaper, so the orphan comes back to it and its exit code can be read.
 ORPHAN = textwrap.dedent(
     """
     import ctypes, os, shlex, signal, subprocess, sys, time
@@ -95,8 +98,11 @@ ORPHAN = textwrap.dedent(
     assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
     parent = subprocess.Popen([
         sys.executable, "-c",
-        "import subprocess, sys; subprocess.Popen(['bash', '-c', sys.argv[1]],"
-        " stderr=open(sys.argv[2], 'w')).wait()",
+        "import subprocess, sys, threading\\n"
+        "def busy():\\n"
+        "    while True: sum(range(10000))\\n"
+        "for _ in range(8): threading.Thread(target=busy, daemon=True).start()\\n"
+        "subprocess.Popen(['bash', '-c', sys.argv[1]], stderr=open(sys.argv[2], 'w')).wait()",
         f"{sys.executable} -c {shlex.quote(stage)} markets", log,
     ])
     while not os.path.exists(ready):
@@ -186,3 +192,25 @@ def test_signal_at_sends_only_at_its_point(monkeypatch: pytest.MonkeyPatch) -> N
         assert flag.signum == signal.SIGTERM
         signal_at("polish:2")  # a second signal inside a guard: stop at once
     assert info.value.signum == signal.SIGINT and info.value.exit_code == 130
+
+
+def test_the_parent_death_signal_repeated_at_once_is_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dying parent re-sends PDEATHSIG per exiting thread: those SIGTERMs must not read as
+    "the user insists"; a second SIGINT, or the same SIGTERM later, still stops at once."""
+    monkeypatch.setattr(core_signals, "_pdeath_signal", signal.SIGTERM)  # die_with_parent's
+    monkeypatch.setattr(core_signals, "_first_seen", {})
+    with signals_to_flag([]) as flag:
+        for _ in range(4):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.signum == signal.SIGTERM
+    with pytest.raises(StageInterrupted) as info, signals_to_flag([]) as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert info.value.again and info.value.signum == signal.SIGINT
+    monkeypatch.setattr(core_signals, "REPEAT_WINDOW_S", 0.0)
+    with pytest.raises(StageInterrupted) as info, signals_to_flag([]) as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert info.value.again and info.value.signum == signal.SIGTERM
