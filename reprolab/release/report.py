@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from reprolab.core import paths
 from reprolab.core.io import atomic_write_text
+from reprolab.core.markdown import cell, table
 from reprolab.release import gates
 from reprolab.release.common import cli, dvc, git, read_at, resolve
 from reprolab.release.timing import is_timing
@@ -27,17 +27,6 @@ PLOTS = Path("pr-report-plots")
 VALIDATE = paths.VALIDATE.as_posix()
 # Row limits keep a pull-request comment readable (GitHub caps a comment at 65,536 chars).
 MAX_ROWS = 60
-
-
-def fmt(value: Any) -> str:
-    """A metric value as a table cell: numbers to 6 significant digits, None as a dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "pass" if value else "**FAIL**"
-    if isinstance(value, int | float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 Change = tuple[str, str, Any, Any]  # (file, key, old, new)
@@ -63,30 +52,27 @@ def split_metrics(diff: Mapping[str, Mapping[str, Any]]) -> tuple[list[Change], 
 def metrics_table(rows: list[Change]) -> str:
     if not rows:
         return "No change.\n"
-    lines = ["| file | metric | base | head | change |", "|---|---|---|---|---|"]
+    cells = []
     for path, key, old, new in rows[:MAX_ROWS]:
-        delta = ""
         numbers = [v for v in (old, new) if isinstance(v, int | float) and not isinstance(v, bool)]
-        if len(numbers) == 2:
-            delta = fmt(new - old)
-        lines.append(f"| {path} | {key} | {fmt(old)} | {fmt(new)} | {delta} |")
+        cells.append((path, key, old, new, new - old if len(numbers) == 2 else ""))
+    lines = table(("file", "metric", "base", "head", "change"), cells)
     if len(rows) > MAX_ROWS:
         lines.append(f"\n… and {len(rows) - MAX_ROWS} more (`dvc metrics diff <base>`).")
     return "\n".join(lines) + "\n"
 
 
 def _gate_rows(rows: list[tuple[str, Any, Any]], changed: list[str]) -> list[str]:
-    out = ["| gate | base | head | value (base → head) | threshold |", "|---|---|---|---|---|"]
+    cells = []
     for name, b, h in rows:
         mark = "**" if name in changed else ""
-        value = f"{fmt(b and b.get('value'))} → {fmt(h and h.get('value'))}"
+        value = f"{cell(b and b.get('value'))} → {cell(h and h.get('value'))}"
         bt, ht = (b or {}).get("threshold"), (h or {}).get("threshold")
         threshold = f"{bt} → {ht}" if bt and ht and bt != ht else (ht or bt or "")
-        out.append(
-            f"| {mark}{name}{mark} | {fmt(b and b.get('passed'))} | "
-            f"{fmt(h and h.get('passed'))} | {value} | {fmt(threshold)} |"
+        cells.append(
+            (f"{mark}{name}{mark}", b and b.get("passed"), h and h.get("passed"), value, threshold)
         )
-    return out
+    return table(("gate", "base", "head", "value (base → head)", "threshold"), cells)
 
 
 def gates_section(base: Mapping[str, Any] | None, head: Mapping[str, Any] | None) -> str:

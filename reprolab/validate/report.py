@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reprolab.core import markdown
 from reprolab.core.io import atomic_path, atomic_write_text
+from reprolab.core.markdown import cell
 
 PLOTS = {
     "reliability": "mamba_reliability.png",
@@ -25,20 +27,14 @@ PLOTS = {
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "not measured"
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # a property (e.g. "oracle above the models"), not a verdict
         return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return f"{value:.6g}"
-    return str(value)
+    return cell(value, missing="not measured")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return lines
+    """A markdown table; an unmeasured figure says so."""
+    return markdown.table(header, rows, _fmt)
 
 
 def gates_table(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -139,9 +135,9 @@ def write_plots(
 
 
 def pinn_prices(pinn: Mapping[str, Any]) -> list[str]:
-    """Calls and puts on the test split and on the fresh sample over the trained box (puts
-    and the fresh put figures are reported, not gated), the worst fresh contract, and the
-    QuantLib cross-check."""
+    """Calls and puts on the test split and on the fresh sample over the trained box (the
+    puts' relative L2 is gated like the calls'), the worst fresh contract, and the QuantLib
+    cross-check."""
     f, fresh = pinn["figures"], pinn["fresh_sample"]
     rows = [
         ("call, test split", f["price_rel_l2"], f["price_max_abs_k"], f["price_mean_abs_k"]),
