@@ -352,7 +352,7 @@ class PinnTrainParams:
     rar_repeat: int = _bounded(4, ge=1, le=1000)
     # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
     # boundary point (0 iterations: none)
-    polish_iterations: int = _bounded(500, ge=0, le=100_000)
+    polish_iterations: int = _bounded(1200, ge=0, le=100_000)
     polish_rows: int = _bounded(131072, ge=1, le=10_000_000)
     n_val: int = _bounded(16384, ge=1, le=10_000_000)
     patience: int = _bounded(4, ge=1, le=10_000)
@@ -563,6 +563,12 @@ class PinnGoals(_Goals):  # in-domain test split, strike K = 1
     )
     fresh_price_mean_abs_k: str = _goal(
         "<= 3e-5", "mean absolute price error in units of K, fresh sample over the box"
+    )
+    put_price_rel_l2: str = _goal(
+        "<= 1e-4", "relative L2 error of the put price (served by put-call parity)"
+    )
+    fresh_put_price_rel_l2: str = _goal(
+        "<= 1e-4", "relative L2 error of the put price, fresh sample over the trained box"
     )
     put_call_parity_max_abs_k: str = _goal(
         "<= 1e-9", "largest |C - P - (S - K e^-r tau)| / K of the served prices"

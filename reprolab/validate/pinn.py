@@ -91,9 +91,9 @@ def quantlib_check(df: pd.DataFrame, pricer: Any) -> dict[str, Any]:
 
 def pinn_judgement(seed: int, fresh_contracts: int, quantlib_contracts: int) -> dict[str, Any]:
     """The exported PINN scored again here. Judged: the in-domain test split, a fresh seeded
-    sample over the trained box (calls), put-call parity of the served prices, and the closed
-    form against QuantLib. Reported: the held-out band, the maturity buckets, puts, and the
-    error over moneyness x maturity."""
+    sample over the trained box (calls, and puts by their relative L2), put-call parity of
+    the served prices, and the closed form against QuantLib. Reported: the held-out band, the
+    maturity buckets, and the error over moneyness x maturity."""
     from reprolab.models.pinn.evaluate import evaluate, parity_error
     from reprolab.models.pinn.numpy_model import NumpyPinn
 

@@ -287,9 +287,31 @@ def test_a_pinn_with_perturbed_weights_fails_its_gates(world: Path) -> None:
             weights[name] = w + 0.2 * g.standard_normal(w.shape).astype(w.dtype)
     np.savez(path, **weights)
     failed = _failed()
-    expected = {"pinn.price_rel_l2", "pinn.price_max_abs_k", "pinn.fresh_price_rel_l2"}
+    expected = {
+        "pinn.price_rel_l2",
+        "pinn.price_max_abs_k",
+        "pinn.fresh_price_rel_l2",
+        "pinn.put_price_rel_l2",
+        "pinn.fresh_put_price_rel_l2",
+    }
     assert expected <= set(failed), failed
     assert all(f.startswith("pinn.") for f in failed)
+
+
+def test_puts_are_judged_like_calls(world: Path) -> None:
+    """Puts carry the calls' absolute errors on smaller prices: their relative L2 is gated
+    on its own, and a put gate fails where the call gates still pass."""
+    from reprolab.models.pinn.numpy_model import NumpyPinn
+    from reprolab.validate.pinn import price_errors
+
+    figures = judge(_params())["pinn"]["figures"]
+    test = read_parquet(paths.features("options") / "test")
+    served = NumpyPinn.load(paths.model_dir("pinn") / "weights.npz")
+    put = price_errors(served, test[test["region"] != "heldout"], "put")["price_rel_l2"]
+    assert figures["put_price_rel_l2"] == put > figures["price_rel_l2"]
+    for name in ("put_price_rel_l2", "fresh_put_price_rel_l2"):
+        tight = {name: f"<= {0.5 * figures[name]:.6g}"}
+        assert _failed(validate={"pinn": tight}) == [f"pinn.{name}"]
 
 
 def test_a_wrong_yardstick_fails_the_quantlib_cross_check(
