@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 
@@ -28,25 +27,28 @@ class StageInterrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
-# A parent's death sends PDEATHSIG once per thread of the parent: the kernel passes the
-# orphan from each exiting thread to the next and signals it each time (a killed parent with
-# 8 threads delivered 1-4 SIGTERMs within milliseconds). So once :func:`die_with_parent` has
-# armed a signal, repeats of it this close together are one request; anything else (a second
-# Ctrl-C) still means "stop at once".
-REPEAT_WINDOW_S = 1.0
-_pdeath_signal: int | None = None
-_first_seen: dict[int, float] = {}
+# The signal that asked this stage to stop, once one has. A SIGTERM after it is the same
+# request, never "stop at once": a dying parent sends PDEATHSIG once per thread it had (the
+# kernel passes the orphan from each exiting thread to the next and signals it each time, as
+# many times as it had threads, spread over however long they take to exit), and process
+# managers repeat SIGTERM before their SIGKILL. Only a second SIGINT (Ctrl-C again) insists.
+_stop_requested: int | None = None
+
+
+def reset_stop_request() -> None:
+    """Forget any stop request: a stage (or a guarded loop) starts with none."""
+    global _stop_requested
+    _stop_requested = None
 
 
 def is_repeat(signum: int) -> bool:
-    """Whether ``signum`` is the parent-death signal again, less than REPEAT_WINDOW_S after
-    the first of its burst; otherwise it is recorded as a new request."""
-    now = time.monotonic()
-    first = _first_seen.get(signum)
-    if signum == _pdeath_signal and first is not None and now - first < REPEAT_WINDOW_S:
-        return True
-    _first_seen[signum] = now
-    return False
+    """Whether ``signum`` adds nothing to a stop already requested (a SIGTERM after any
+    signal); otherwise the first signal is recorded as the request."""
+    global _stop_requested
+    if _stop_requested is None:
+        _stop_requested = signum
+        return False
+    return signum == signal.SIGTERM
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
@@ -61,6 +63,7 @@ def install_stage_handlers() -> None:
     torch import, while data loads) killed the process with no message. The guards'
     :func:`signals_to_flag` take over during training and put this handler back after.
     """
+    reset_stop_request()
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, _raise_interrupted)
@@ -72,12 +75,12 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent dies; True if armed.
 
-    ``dvc repro`` runs a stage as its direct child (``$SHELL -c cmd`` execs the one command),
-    and a SIGTERM to ``dvc`` alone killed DVC and left the stage running orphaned, still
-    writing outputs. With this the stage gets SIGTERM too and stops through the guarded path
-    (checkpoint, one line). A no-op elsewhere than Linux.
+    A SIGTERM to ``dvc`` alone killed DVC and left the stage running orphaned, still writing
+    outputs. With this the stage gets SIGTERM too and stops through the guarded path
+    (checkpoint, one line). It needs the stage to be DVC's direct child: DVC runs
+    ``$SHELL -c cmd`` (``/bin/sh`` when ``$SHELL`` is unset), and dash forks for a plain
+    command, so every ``cmd`` in dvc.yaml starts with ``exec``. A no-op elsewhere than Linux.
     """
-    global _pdeath_signal
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -89,7 +92,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    _pdeath_signal = int(sig)
     # The parent may have died before prctl: then nothing will ever send the signal.
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)

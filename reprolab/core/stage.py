@@ -70,9 +70,19 @@ def _debug() -> bool:
 
 
 def run_stage(
-    step: str, main: StageMain, items: Sequence[str], argv: Sequence[str] | None = None
+    step: str,
+    main: StageMain,
+    items: Sequence[str],
+    argv: Sequence[str] | None = None,
+    *,
+    restore_handlers: bool = True,
 ) -> int:
-    """Run ``main(item, params, resources)`` for ``step@item``; returns the exit code."""
+    """Run ``main(item, params, resources)`` for ``step@item``; returns the exit code.
+
+    ``restore_handlers=False`` (a stage's own process): once the exit code is decided SIGTERM
+    is ignored, so a SIGTERM repeated after the line (a dying parent's, even during the
+    interpreter's shutdown, which resets handlers) cannot turn it into a death by signal.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     name = step
     # From the first line on a signal ends the stage with one line, never the default death;
@@ -126,8 +136,11 @@ def run_stage(
         return 1
     finally:
         if threading.current_thread() is threading.main_thread():
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            if not restore_handlers:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            else:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _interrupted(step: str, signum: int, again: bool = False) -> str:
@@ -153,4 +166,4 @@ def entry(step: str) -> None:
         dispatch(step, item, params, res)
 
     die_with_parent()  # a stage whose `dvc repro` dies stops too, instead of running orphaned
-    sys.exit(run_stage(step, main, items_of(step)))
+    sys.exit(run_stage(step, main, items_of(step), restore_handlers=False))

@@ -4,8 +4,8 @@
   guard (Keras, L-BFGS, torch, DDP) stops at the next batch or step end, saves its checkpoint
   and raises :class:`TrainingInterrupted`, so a rerun resumes where it stopped.
 * Outside the loops the stage-level handlers of :mod:`reprolab.core.signals` raise
-  :class:`~reprolab.core.signals.StageInterrupted`; a second signal during a guarded step
-  raises it too (but the parent-death SIGTERM delivered again is the same request: see
+  :class:`~reprolab.core.signals.StageInterrupted`; a second SIGINT during a guarded step
+  raises it too (a SIGTERM after the first signal is the same request: see
   :func:`~reprolab.core.signals.is_repeat`).
 * :func:`signal_at`: the fault-injection hook the interruption tests use.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.core.errors import PipelineError
-from reprolab.core.signals import StageInterrupted, is_repeat
+from reprolab.core.signals import StageInterrupted, is_repeat, reset_stop_request
 
 
 class TrainingInterrupted(PipelineError):
@@ -61,12 +61,13 @@ def signals_to_flag(events: list[str]) -> Iterator[Flag]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
-        if is_repeat(signum):  # the same request delivered again (a parent's death)
+        if is_repeat(signum):  # the same request again (a SIGTERM once a stop is underway)
             return
-        if flag.signum is not None:  # a second signal: the user insists, stop at once
+        if flag.signum is not None:  # a second Ctrl-C: the user insists, stop at once
             raise StageInterrupted(signum, again=True)
         flag.signum = signum  # no logging here: the handler may run inside a logging call
 
+    reset_stop_request()  # a loop starts with none: an earlier request would have ended it
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag

@@ -59,6 +59,9 @@ def _repro(repo: Path, **env_over: str) -> subprocess.CompletedProcess[str]:
     """`dvc repro train@pinn` in a session of its own (a group kill spares pytest); waits
     until every process holding its output pipes (an orphaned stage too) has exited."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # DVC runs each cmd with $SHELL -c, /bin/sh when unset (as under CI): dash there forks
+    # for a plain command, so only dvc.yaml's `exec` keeps the stage DVC's direct child.
+    env["SHELL"] = "/bin/sh"
     for key in ("PYTHONPATH", "REPROLAB_SIGNAL_AT", "KILL_IN_STAGE", "KILL_AT_WRITE"):
         env.pop(key, None)
     env.update(env_over)

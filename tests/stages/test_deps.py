@@ -33,8 +33,11 @@ def _resolved_stages(dvc_yaml: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def _entry_modules(cmd: str) -> tuple[str, list[str]]:
-    """``python -m stages.<step> [<item>]`` -> (step, the modules the stage imports first)."""
+    """``exec python -m stages.<step> [<item>]`` -> (step, the modules the stage imports
+    first)."""
     words = cmd.split()
+    assert words[0] == "exec", f"{cmd}: `exec` keeps the stage DVC's direct child"
+    words = words[1:]
     assert words[:2] == ["python", "-m"] and words[2].startswith("stages."), cmd
     step, item = words[2].removeprefix("stages."), (words[3] if len(words) > 3 else "")
     return step, [words[2], stage_module(step, item)]
