@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def guarded_steps(
                 if gs.next_step % checkpoint_every and gs.next_step != steps:
                     checkpoint()
                 raise TrainingInterrupted(
-                    f"{phase}: interrupted by signal {flag.signum} after step "
+                    f"{phase}: interrupted ({signal.Signals(flag.signum).name}) after step "
                     f"{gs.next_step}/{steps}; checkpoint saved to {path}, rerun to resume",
                     epoch=step,
                     signum=flag.signum,

@@ -16,7 +16,6 @@ from typing import Any
 
 from reprolab.core import markdown
 from reprolab.core.io import atomic_path, atomic_write_text
-from reprolab.core.markdown import cell
 
 PLOTS = {
     "reliability": "mamba_reliability.png",
@@ -29,7 +28,7 @@ PLOTS = {
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):  # a property (e.g. "oracle above the models"), not a verdict
         return "yes" if value else "no"
-    return cell(value, missing="not measured")
+    return markdown.cell(value, missing="not measured")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

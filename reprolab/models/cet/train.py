@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -280,7 +281,8 @@ class CetTrainer:
         if out["interrupted"] is not None:
             step, signum = out["interrupted"]
             raise TrainingInterrupted(
-                f"sft: interrupted by signal {signum} after step {step}/{t.sft.steps}; "
+                f"sft: interrupted ({signal.Signals(signum).name}) after step "
+                f"{step}/{t.sft.steps}; "
                 f"checkpoint saved to {checkpoint}, rerun to resume",
                 epoch=step,
                 signum=signum,
