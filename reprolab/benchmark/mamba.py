@@ -1,7 +1,8 @@
 """Mamba speed against its equal-size recurrent comparator, measured side by side.
 
-* inference: windows per second of the trained ``models/mamba/model.keras`` and of the
-  comparator the stage trained beside it, on the same test windows;
+* inference: forecasts per second of the trained ``models/mamba/model.keras`` (whole test
+  series, and one day at a time through the numpy step path) and of the comparator the
+  stage trained beside it (on the windows ending at the same test targets);
 * training step: both models built fresh from ``train.mamba`` and timed with
   ``train_on_batch`` in alternation (ABAB...) so machine noise hits both alike.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.core.config import MambaTrainParams
-from reprolab.core.io import read_json, read_parquet
+from reprolab.core.io import read_json
 from reprolab.core.resources import MemoryBudget
 
 
@@ -31,32 +32,36 @@ def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def inference(t: MambaTrainParams, windows: int, budget_mb: int) -> dict[str, Any]:
-    """Windows per second of the trained Mamba and comparator on the first ``windows``
-    test windows (all of them when the split holds fewer), best of three. Only those
-    windows are materialised, scaled as in training."""
+    """Forecasts per second on the test split's targets, best of three: the trained Mamba
+    reading every test series whole (one pass predicts every day) and its numpy step path
+    (one new day for every symbol, the serving path), beside the recurrent comparator on the
+    windows of the first ``windows`` targets, scaled as in training."""
     from reprolab.core.keras_io import load_keras_model
-    from reprolab.datasets.markets.windows import materialize
+    from reprolab.models.mamba import sequences as sq
+    from reprolab.models.mamba.data import load_market_splits
+    from reprolab.models.mamba.step import MambaStepper
 
-    feats = paths.features("markets")
-    registry = read_json(feats / "registry.json")
-    names, window = [f["name"] for f in registry["features"]], int(registry["window"])
-    chosen = read_parquet(feats / "windows" / "test.parquet").iloc[:windows]
-    MemoryBudget(budget_mb).check(
-        len(chosen) * window * len(names) * 4 * 2, f"materialising {len(chosen):,} test windows"
-    )
-    rows = read_parquet(feats / "rows" / "test")
-    x, _ = materialize(rows, chosen, names, window, read_json(feats / "scaler.json"))
+    data, names, _ = load_market_splits(MemoryBudget(budget_mb))
+    test = data["test"]
     model_dir = paths.model_dir("mamba")
-    files = {"mamba": model_dir / "model.keras", t.comparator: model_dir / "comparators"}
-    files[t.comparator] = files[t.comparator] / f"{t.comparator}.keras"
-    rates = {}
-    for name, path in files.items():
-        model = load_keras_model(path, compile=False)
-        seconds = _best_seconds(lambda m=model: m.predict(x, batch_size=1024, verbose=0), 3)
-        rates[name] = len(x) / seconds
+    inputs = read_json(model_dir / "inputs.json")["inputs"]
+    series, _ = sq.full_series(test.scaled[:, [names.index(c) for c in inputs]], test.series)
+    mamba = load_keras_model(model_dir / "model.keras", compile=False)
+    seconds = _best_seconds(lambda: mamba.predict(series, batch_size=64, verbose=0), 3)
+    rates = {"mamba": len(test) / seconds}
+    stepper = MambaStepper(mamba)
+    state = stepper.initial_state(len(series))
+    days = min(series.shape[1], 256)
+    step_s = _best_seconds(lambda: [stepper.step(state, series[:, d]) for d in range(days)], 3)
+    rates["mamba_step"] = len(series) * days / step_s
+    chosen = test.subset(np.arange(len(test)) < windows)
+    other = load_keras_model(model_dir / "comparators" / f"{t.comparator}.keras", compile=False)
+    x = chosen.x
+    seconds = _best_seconds(lambda: other.predict(x, batch_size=1024, verbose=0), 3)
+    rates[t.comparator] = len(x) / seconds
     return {
-        "windows": len(x),
-        "windows_per_s": {k: round(v, 1) for k, v in rates.items()},
+        "targets": {"mamba": len(test), "mamba_step": len(series) * days, t.comparator: len(x)},
+        "forecasts_per_s": {k: round(v, 1) for k, v in rates.items()},
         f"mamba_over_{t.comparator}": round(rates["mamba"] / rates[t.comparator], 4),
     }
 

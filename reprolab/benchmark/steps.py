@@ -58,8 +58,8 @@ def pricer_section(params: Params) -> dict[str, Any]:
 
 def mamba_section(params: Params) -> dict[str, Any]:
     from reprolab.benchmark import mamba, scan
+    from reprolab.models.mamba.fitting import configure_tensorflow
     from reprolab.models.mamba.model import SCANS
-    from reprolab.models.mamba.train import configure_tensorflow
 
     b, t = params.benchmark, params.train.mamba
     configure_tensorflow()

@@ -1,4 +1,5 @@
-"""The Mamba's comparison chart: every model's expected-accuracy gap to the filter oracle.
+"""The Mamba's comparison chart: every model's expected-accuracy gap to the filter oracle
+(and, in the table, its paired date-block margin over the Mamba).
 
 Two forms of the same rows: a JSON table that ``dvc plots`` draws as a bar chart (declared
 in dvc.yaml) and a PNG for readers without DVC.
@@ -11,18 +12,36 @@ from typing import Any
 
 from reprolab.core.io import atomic_path, write_json
 
+MARGIN_COLUMNS = ("margin_over_mamba_pt", "margin_ci95_low_pt", "margin_ci95_high_pt")
 
-def comparison_rows(gaps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model, best first: gap in points (expected and realised) and accuracy."""
-    rows = [
-        {
+
+def _pt(value: float) -> float:
+    return round(100 * value, 3) + 0.0  # + 0.0: never a negative zero
+
+
+def comparison_rows(
+    gaps: dict[str, dict[str, Any]], margins: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per model (every file validate found, the Mamba's as ``model``), best first:
+    gap in points (expected and realised), accuracy and, given ``margins`` (per comparator
+    its paired interval of expected accuracy minus the Mamba's), the margin over the Mamba
+    in points with its 95% interval (the Mamba's own row: 0)."""
+    margins = margins or {}
+    rows = []
+    for name, g in gaps.items():
+        row = {
             "model": "mamba" if name == "model" else name,
-            "expected_gap_pt": round(100 * g["expected_accuracy_minus_oracle"], 3),
-            "realised_gap_pt": round(100 * g["accuracy_minus_oracle"], 3),
+            "expected_gap_pt": _pt(g["expected_accuracy_minus_oracle"]),
+            "realised_gap_pt": _pt(g["accuracy_minus_oracle"]),
             "accuracy": round(g["accuracy"], 4),
         }
-        for name, g in gaps.items()
-    ]
+        if name == "model" and margins:
+            row |= dict.fromkeys(MARGIN_COLUMNS, 0.0)
+        elif name in margins:
+            m = margins[name]
+            values = (m["difference"], m["ci95_low"], m["ci95_high"])
+            row |= {k: _pt(v) for k, v in zip(MARGIN_COLUMNS, values, strict=True)}
+        rows.append(row)
     return sorted(rows, key=lambda r: (-r["expected_gap_pt"], r["model"]))
 
 

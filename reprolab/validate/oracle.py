@@ -7,9 +7,14 @@ Two views, both on exactly the same test windows (paired):
   2,500 windows);
 * expected accuracy of each decision rule under the oracle's probabilities, minus the
   oracle's own (no label noise: E[1{pred = y}] = p if pred is up else 1 - p).
+
+Intervals are paired bootstraps over date blocks: the windows of one trading day share the
+market, so all symbols of a day are resampled together (:data:`BLOCK`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,24 +87,50 @@ def oracle_gap(predictions: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFr
     }
 
 
+BLOCK = "date: all symbols of a trading day resampled together"  # the bootstrap's unit
+
+
 def paired_interval(
-    diff: np.ndarray, n_resamples: int, gen: np.random.Generator
-) -> dict[str, float]:
-    """Mean of a per-window difference with its 95% percentile bootstrap interval (the same
-    resampled windows for both sides: paired)."""
-    n = len(diff)
+    diff: np.ndarray, blocks: np.ndarray, n_resamples: int, gen: np.random.Generator
+) -> dict[str, Any]:
+    """Mean of a per-window difference with its 95% percentile bootstrap interval, paired (the
+    same resampled windows for both sides) and by block: windows of one date share the
+    market, so whole blocks (``blocks``: per window its date, or any block id) are drawn with
+    replacement and each resample's statistic is the mean over the windows of the drawn
+    blocks (their sums over their counts). With one window per block this is the window
+    bootstrap."""
+    diff = np.asarray(diff, dtype=np.float64)
+    if len(diff) == 0 or len(blocks) != len(diff):
+        raise ValueError(f"paired interval: {len(diff)} differences for {len(blocks)} blocks")
+    _, ids = np.unique(np.asarray(blocks), return_inverse=True)
+    ids = ids.ravel()
+    k = int(ids.max()) + 1
+    sums = np.bincount(ids, weights=diff, minlength=k)
+    counts = np.bincount(ids, minlength=k).astype(np.float64)
     means = np.empty(n_resamples)
-    block = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        means[start:stop] = diff[gen.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    chunk = max(1, 2_000_000 // k)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        drawn = gen.integers(0, k, size=(stop - start, k))
+        means[start:stop] = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     lo, hi = np.quantile(means, [0.025, 0.975])
-    return {"difference": float(diff.mean()), "ci95_low": float(lo), "ci95_high": float(hi)}
+    return {
+        "difference": float(diff.mean()),
+        "ci95_low": float(lo),
+        "ci95_high": float(hi),
+        "blocks": k,
+    }
 
 
-def above_oracle(scores: dict[str, np.ndarray], n_resamples: int, gen: np.random.Generator) -> dict:
+def above_oracle(
+    scores: dict[str, np.ndarray],
+    blocks: np.ndarray,
+    n_resamples: int,
+    gen: np.random.Generator,
+) -> dict:
     """The leakage alarm. No causal forecast can beat the filter oracle on average (it is the
     Bayes rule given all the past), so a realised accuracy above the oracle's whose paired
-    95% interval lies wholly above zero says the model saw something it should not have."""
-    interval = paired_interval(scores["hit"] - scores["oracle_hit"], n_resamples, gen)
+    95% interval (date blocks: :func:`paired_interval`) lies wholly above zero says the model
+    saw something it should not have."""
+    interval = paired_interval(scores["hit"] - scores["oracle_hit"], blocks, n_resamples, gen)
     return {**interval, "alarm": bool(interval["ci95_low"] > 0)}

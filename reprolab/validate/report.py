@@ -166,13 +166,127 @@ def pinn_prices(pinn: Mapping[str, Any]) -> list[str]:
     ]
 
 
+NA = "n/a"  # a timing that was not measured (no speed file, or no entry for the model)
+
+
+def _pt(value: float) -> str:
+    return f"{100 * value + 0.0:+.3f}"
+
+
+def _interval_pt(m: Mapping[str, Any]) -> str:
+    """A margin in points with its interval: ``+0.154 [+0.121, +0.187]``."""
+    return f"{_pt(m['difference'])} [{_pt(m['ci95_low'])}, {_pt(m['ci95_high'])}]"
+
+
+def _timing(times: Mapping[str, Any], key: str) -> Any:
+    value = times.get(key)
+    return NA if value is None else value
+
+
+def _verdict(margin: Mapping[str, Any], where: str) -> list[str]:
+    """The explicit sentence when the Mamba's margin interval lies wholly below zero."""
+    if margin["ci95_high"] < 0:
+        return ["", f"The best model {where} is {margin['best']}, not the Mamba."]
+    return []
+
+
+def forecast_comparison(
+    mamba: Mapping[str, Any], timings: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Every model on the test windows, the Mamba first and then by expected accuracy: its
+    accuracies, gap to the oracle, margin over the Mamba (paired, date blocks) and timings;
+    then the Mamba's margin over the best comparator."""
+    gaps, margins = mamba["oracle_gap"], mamba.get("margins_over_mamba", {})
+    order = [
+        "model",
+        *sorted((n for n in gaps if n != "model"), key=lambda n: -gaps[n]["expected_accuracy"]),
+    ]
+    rows = [
+        (
+            "**mamba**" if n == "model" else n,
+            gaps[n]["accuracy"],
+            gaps[n]["expected_accuracy"],
+            _pt(gaps[n]["expected_accuracy_minus_oracle"]),
+            "—" if n == "model" else _interval_pt(margins[n]) if n in margins else None,
+            _timing(timings.get(n, {}), "train_seconds"),
+            _timing(timings.get(n, {}), "inference_ms_per_1000"),
+        )
+        for n in order
+    ]
+    header = (
+        "model",
+        "accuracy",
+        "expected accuracy",
+        "expected gap to the oracle (pt)",
+        "margin over the Mamba (pt) [95 % interval]",
+        "training s",
+        "inference ms / 1,000 windows",
+    )
+    block = mamba.get("bootstrap", {}).get("block", "window")
+    lines = ["## Forecast comparison (test split, the same windows)", "", *table(header, rows)]
+    lines += [
+        "",
+        "Margins are expected accuracy (under the oracle's probabilities) minus the Mamba's, "
+        f"with a paired bootstrap 95 % interval; block = {block}. Timings are the training "
+        "stage's (metrics/train/mamba/speed.json: not reproducible, never in validate.json).",
+    ]
+    margin = mamba.get("margin_over_best_comparator")
+    if margin:
+        lines += [
+            "",
+            f"The best comparator is {margin['best']} (highest expected accuracy on these "
+            f"windows); the Mamba's margin over it is {_pt(margin['difference'])} pt, paired "
+            f"95 % interval [{_pt(margin['ci95_low'])}, {_pt(margin['ci95_high'])}] pt "
+            f"(block = {block}).",
+            *_verdict(margin, "on the test split"),
+        ]
+    return lines
+
+
+def walk_forward_section(wf: Mapping[str, Any], seconds: Mapping[str, float]) -> list[str]:
+    """Every walk-forward model per fold and pooled (expected gap to the oracle), its
+    training time over the folds, and the Mamba's pooled margin over the best of the rest."""
+    models = sorted({m for fold in wf["folds"].values() for m in fold})
+    models = [m for m in models if m == "mamba"] + [m for m in models if m != "mamba"]
+    rows = [
+        (fold, *(_gap(wf["folds"][fold].get(m)) for m in models)) for fold in sorted(wf["folds"])
+    ]
+    rows.append(("pooled", *(_gap(wf["pooled"].get(m)) for m in models)))
+    times = ", ".join(f"{m} {_fmt(_timing(seconds, m))}" for m in models)
+    lines = [
+        "## Walk-forward (expected gap to the oracle, pt)",
+        "",
+        *table(("fold", *models), rows),
+        "",
+        f"Training seconds over all folds (metrics/walk_forward/speed.json): {times}.",
+    ]
+    margin = wf.get("margin_over_best_comparator")
+    if margin:
+        block = margin.get("block", "window")
+        lines += [
+            "",
+            f"Pooled over the folds, the Mamba's margin over the best walk-forward comparator "
+            f"({margin['best']}, by pooled expected accuracy) is {_pt(margin['difference'])} pt, "
+            f"paired 95 % interval [{_pt(margin['ci95_low'])}, {_pt(margin['ci95_high'])}] pt "
+            f"on the same {margin['windows']:,} (symbol, date) rows (block = {block}).",
+            *_verdict(margin, "over the walk-forward folds"),
+        ]
+    return lines
+
+
+def _gap(gap: Mapping[str, Any] | None) -> str | None:
+    return None if gap is None else _pt(gap["expected_accuracy_minus_oracle"])
+
+
 def render(
     report: Mapping[str, Any],
     sections: Sequence[str],
     cet_baselines: Mapping[str, float],
     plots_dir: str,
+    timings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """The markdown text of the report."""
+    """The markdown text of the report (``timings``: :func:`steps.model_timings`, shown in
+    the forecast comparison only)."""
     failed = report["failed"]
     verdict = (
         "**Every gate passed.**"
@@ -182,53 +296,9 @@ def render(
     lines = ["# Validation report", "", verdict, ""]
     for section in sections:
         lines += [f"## {section}", "", *gates_table(report[section]["goals"]), ""]
-    lines += ["## Forecast comparison (test split, the same windows)", ""]
-    gaps = report["mamba"]["oracle_gap"]
-    order = sorted(gaps, key=lambda n: -gaps[n]["expected_accuracy"])
-    rows = [
-        (
-            "**mamba**" if n == "model" else n,
-            gaps[n]["accuracy"],
-            gaps[n]["expected_accuracy"],
-            round(100 * gaps[n]["expected_accuracy_minus_oracle"], 3),
-            round(100 * gaps[n]["accuracy_minus_oracle"], 3),
-        )
-        for n in order
-    ]
-    header = ("model", "accuracy", "expected accuracy", "expected gap (pt)", "realised gap (pt)")
-    lines += table(header, rows)
-    margin = report["mamba"]["margin_over_best_comparator"]
-    if margin:
-        lines += [
-            "",
-            f"Margin over the best comparator ({margin['best']}): "
-            f"{100 * margin['difference']:+.3f} pt, paired 95 % interval "
-            f"[{100 * margin['ci95_low']:+.3f}, {100 * margin['ci95_high']:+.3f}] pt.",
-        ]
-    wf = report["walk_forward"]
-    models = sorted({m for fold in wf["folds"].values() for m in fold})
-    rows = [
-        (
-            fold,
-            *(
-                round(100 * wf["folds"][fold][m]["expected_accuracy_minus_oracle"], 3)
-                for m in models
-            ),
-        )
-        for fold in sorted(wf["folds"])
-    ]
-    rows.append(
-        (
-            "pooled",
-            *(round(100 * wf["pooled"][m]["expected_accuracy_minus_oracle"], 3) for m in models),
-        )
-    )
-    lines += [
-        "",
-        "## Walk-forward (expected gap to the oracle, pt)",
-        "",
-        *table(("fold", *models), rows),
-    ]
+    timings = timings or {}
+    lines += forecast_comparison(report["mamba"], timings.get("test", {}))
+    lines += ["", *walk_forward_section(report["walk_forward"], timings.get("walk_forward", {}))]
     lines += ["", *pinn_prices(report["pinn"])]
     lines += ["", "## CET against its baselines (test pass rate)", ""]
     lines += table(("context", "pass rate"), list(cet_baselines.items()))
@@ -250,7 +320,8 @@ def write_report(
     resources: Sequence[Mapping[str, Any]],
     path: Path,
     plots: Path,
+    timings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     write_plots(report, cet_baselines, resources, plots)
     rel = Path(os.path.relpath(plots, path.parent)).as_posix()
-    atomic_write_text(path, render(report, sections, cet_baselines, rel))
+    atomic_write_text(path, render(report, sections, cet_baselines, rel, timings))

@@ -9,7 +9,10 @@ that failed. Under ``validate.strict`` a failed gate fails the stage, one line p
 
 from __future__ import annotations
 
+import math
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +30,7 @@ from reprolab.validate.cet import cet_judgement
 from reprolab.validate.chart import comparison_rows, write_comparison
 from reprolab.validate.data import data_judgement
 from reprolab.validate.oracle import (
+    BLOCK,
     above_oracle,
     oracle_gap,
     paired_interval,
@@ -36,7 +40,11 @@ from reprolab.validate.oracle import (
 from reprolab.validate.pinn import pinn_judgement
 from reprolab.validate.report import write_report
 
-BOOTSTRAP = 2000  # resamples of the paired intervals
+BOOTSTRAP = 2000  # resamples of the paired intervals (date blocks: oracle.BLOCK)
+WALK_FORWARD_MAMBA = "mamba"  # the Mamba's rows in the walk-forward predictions
+# Training and inference times (never in validate.json: they differ run to run).
+SPEED = paths.train_metrics("mamba") / "speed.json"
+WALK_FORWARD_SPEED = paths.METRICS / "walk_forward" / "speed.json"
 REPORT = paths.METRICS / "report.md"  # the review a pull request reads
 SECTIONS = ("data", "resources", "mamba", "pinn", "cet")  # the gated sections, in order
 # The stages before validate (dvc.yaml), each writing metrics/resources/<name>.json.
@@ -51,12 +59,24 @@ JUDGED_STAGES = (
 )
 
 
+def _negated(interval: dict[str, Any]) -> dict[str, Any]:
+    """The interval of the opposite difference (``0.0 -``: never a negative zero)."""
+    return {
+        **interval,
+        "difference": 0.0 - interval["difference"],
+        "ci95_low": 0.0 - interval["ci95_high"],
+        "ci95_high": 0.0 - interval["ci95_low"],
+    }
+
+
 def mamba_judgement(seed: int) -> dict[str, Any]:
     """The Mamba (``model``) and every comparator against the filter oracle on the same test
-    windows: the gaps, the leakage alarm per model, and the paired margin of the Mamba over
-    the best comparator (by expected accuracy)."""
+    windows: the gaps, the leakage alarm per model, each comparator's paired margin over the
+    Mamba and the Mamba's margin over the best comparator (by expected accuracy), every
+    interval over date blocks (:data:`BLOCK`)."""
     labels = read_parquet(paths.features("markets") / "windows" / "test.parquet")
     labels = labels.loc[labels["copy"] == 0, ["symbol", "date", "label"]]
+    dates = labels["date"].to_numpy()  # window_scores keeps the labels' order
     truth = read_parquet(paths.truth("markets"), columns=["symbol", "date", "oracle_p_up"])
     model_dir = paths.model_dir("mamba")
     files = {"model": model_dir / "predictions.parquet"}
@@ -69,29 +89,50 @@ def mamba_judgement(seed: int) -> dict[str, Any]:
             calibration = reliability(predictions, labels, truth)
         gaps[name] = oracle_gap(predictions, labels, truth)
         scores[name] = window_scores(predictions, labels, truth)
-        leakage[name] = above_oracle(scores[name], BOOTSTRAP, rng(seed, "validate", name))
+        leakage[name] = above_oracle(scores[name], dates, BOOTSTRAP, rng(seed, "validate", name))
     others = [n for n in gaps if n != "model"]
+    over_mamba = {
+        n: paired_interval(
+            scores[n]["expected"] - scores["model"]["expected"],
+            dates,
+            BOOTSTRAP,
+            rng(seed, "validate", "margin", n),
+        )
+        for n in others
+    }
     best = max(others, key=lambda n: gaps[n]["expected_accuracy"]) if others else None
     margin = None
-    if best is not None:
-        diff = scores["model"]["expected"] - scores[best]["expected"]
-        margin = {"best": best, **paired_interval(diff, BOOTSTRAP, rng(seed, "validate", "margin"))}
+    if best is not None:  # the Mamba minus the best: the same resamples as its row
+        margin = {"best": best, **_negated(over_mamba[best]), "block": BLOCK}
     figures = {
         "expected_accuracy_minus_oracle": gaps["model"]["expected_accuracy_minus_oracle"],
-        "margin_over_best_comparator": None if margin is None else margin["difference"],
+        **_margin_figures("margin_over_best_comparator", margin),
         "models_above_oracle": sum(v["alarm"] for v in leakage.values()),
     }
     return {
+        "bootstrap": {"block": BLOCK, "resamples": BOOTSTRAP, "level": 0.95},
         "oracle_gap": gaps,
         "above_oracle": leakage,
+        "margins_over_mamba": over_mamba,
         "margin_over_best_comparator": margin,
         "reliability": calibration,
         "figures": figures,
     }
 
 
-def walk_forward_judgement() -> dict[str, Any]:
-    """The walk-forward predictions against the oracle: per fold and pooled, per model."""
+def _margin_figures(name: str, margin: dict[str, Any] | None) -> dict[str, float | None]:
+    """A margin and its interval as figures (``None``, not measured, without a rival)."""
+    return {
+        name: None if margin is None else margin["difference"],
+        f"{name}_ci95_low": None if margin is None else margin["ci95_low"],
+        f"{name}_ci95_high": None if margin is None else margin["ci95_high"],
+    }
+
+
+def walk_forward_judgement(seed: int) -> dict[str, Any]:
+    """The walk-forward predictions against the oracle: per fold and pooled, per model, and
+    the Mamba's pooled margin over the best other model (by pooled expected accuracy), paired
+    on the same (symbol, date) rows, its interval over date blocks."""
     truth = read_parquet(paths.truth("markets"), columns=["symbol", "date", "oracle_p_up"])
     feats = paths.features("markets")
     labels = pd.concat(
@@ -109,7 +150,27 @@ def walk_forward_judgement() -> dict[str, Any]:
     for model, part in predictions.groupby("model", sort=True):  # test blocks are disjoint
         mine = labels.merge(part[["symbol", "date"]], on=["symbol", "date"], how="inner")
         out["pooled"][model] = oracle_gap(part, mine, truth)
+    others = [m for m in out["pooled"] if m != WALK_FORWARD_MAMBA]
+    margin = None
+    if WALK_FORWARD_MAMBA in out["pooled"] and others:
+        best = max(others, key=lambda m: out["pooled"][m]["expected_accuracy"])
+        own = {m: predictions.loc[predictions["model"] == m] for m in (WALK_FORWARD_MAMBA, best)}
+        paired = labels
+        for part in own.values():
+            paired = paired.merge(part[["symbol", "date"]], on=["symbol", "date"], how="inner")
+        if len(paired):
+            mamba, rival = (window_scores(part, paired, truth)["expected"] for part in own.values())
+            gen = rng(seed, "validate", "walk_forward_margin")
+            interval = paired_interval(mamba - rival, paired["date"].to_numpy(), BOOTSTRAP, gen)
+            margin = {"best": best, "windows": len(paired), **interval, "block": BLOCK}
+    out["margin_over_best_comparator"] = margin
+    out["bootstrap"] = {"block": BLOCK, "resamples": BOOTSTRAP, "level": 0.95}
     return out
+
+
+def walk_forward_figures(walk_forward: dict[str, Any]) -> dict[str, float | None]:
+    """The walk-forward margin as figures of the ``mamba`` section (its gates live there)."""
+    return _margin_figures("walk_forward_margin", walk_forward["margin_over_best_comparator"])
 
 
 def resources_judgement(budget_mb: int) -> tuple[dict[str, Any], list[str]]:
@@ -156,11 +217,13 @@ def judged(params: Params) -> tuple[dict[str, Any], list[str]]:
         "goals": evaluate(goals_of(params.validate.resources), resources["figures"]),
     }
     mamba = mamba_judgement(params.seed)
+    walk_forward = walk_forward_judgement(params.seed)
+    mamba["figures"].update(walk_forward_figures(walk_forward))
     report["mamba"] = {
         **mamba,
         "goals": evaluate(goals_of(params.validate.mamba), mamba["figures"]),
     }
-    report["walk_forward"] = walk_forward_judgement()
+    report["walk_forward"] = walk_forward
     v = params.validate
     pinn = pinn_judgement(params.seed, v.pinn_fresh_contracts, v.pinn_quantlib_contracts)
     report["pinn"] = {**pinn, "goals": evaluate(goals_of(params.validate.pinn), pinn["figures"])}
@@ -170,14 +233,57 @@ def judged(params: Params) -> tuple[dict[str, Any], list[str]]:
     return report, over
 
 
+def _entry(path: Path, key: str) -> dict[str, Any]:
+    """``key`` of a JSON file, or nothing where the file or the key is missing."""
+    data = read_json(path) if path.exists() else {}
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def model_timings(
+    speed: Path = SPEED, walk_forward_speed: Path = WALK_FORWARD_SPEED
+) -> dict[str, dict[str, Any]]:
+    """The report's timings (never validate.json's): ``test``, per model of the test-split
+    comparison (the Mamba as ``model``) its ``train_seconds`` and ``inference_ms_per_1000``
+    (``models`` of the Mamba's speed.json); ``walk_forward``, per walk-forward model its
+    training seconds summed over the folds (``seconds``: ``fold_<k>_<model>``). A missing
+    file, model or value is absent (the report shows n/a)."""
+    test: dict[str, dict[str, float]] = {}
+    for name, times in _entry(speed, "models").items():
+        if isinstance(times, dict):
+            key = "model" if name == WALK_FORWARD_MAMBA else name
+            kept = {k: _number(times.get(k)) for k in ("train_seconds", "inference_ms_per_1000")}
+            test[key] = {k: v for k, v in kept.items() if v is not None}
+    folds: dict[str, float] = {}
+    for key, value in _entry(walk_forward_speed, "seconds").items():
+        match = re.fullmatch(r"fold_\d+_(.+)", key)
+        if match and _number(value) is not None:
+            folds[match[1]] = folds.get(match[1], 0.0) + float(value)
+    return {"test": test, "walk_forward": folds}
+
+
 def validate(params: Params, res: StageResources) -> None:
     report, over = judged(params)
     write_json(paths.VALIDATE, rounded(report))
-    rows = comparison_rows(report["mamba"]["oracle_gap"])
+    mamba = report["mamba"]
+    rows = comparison_rows(mamba["oracle_gap"], mamba["margins_over_mamba"])
     write_comparison(
         rows, paths.PLOTS / "mamba_comparison.json", paths.PLOTS / "mamba_comparison.png"
     )
-    write_report(report, SECTIONS, cet_baselines(report), stage_resources(), REPORT, paths.PLOTS)
+    write_report(
+        report,
+        SECTIONS,
+        cet_baselines(report),
+        stage_resources(),
+        REPORT,
+        paths.PLOTS,
+        timings=model_timings(),
+    )
     for section in SECTIONS:
         for name, gate in report[section]["goals"].items():
             state = "passed" if gate["passed"] else "FAILED"

@@ -17,9 +17,9 @@ import yaml
 from tests.e2e.conftest import copy_repo, run
 
 VENV = Path(sys.executable).parent.parent  # make's VENV=: never installs into the clone
-PARAM = "validate.mamba.margin_over_best_comparator"
-GATE = "mamba.margin_over_best_comparator"  # fails on the tiny profile; passes at >= -1
-OTHER = "mamba.expected_accuracy_minus_oracle"  # the Mamba's other failing gate
+PARAM = "validate.mamba.expected_accuracy_minus_oracle"
+GATE = "mamba.expected_accuracy_minus_oracle"  # fails on the tiny profile; passes at >= -1
+THRESHOLD = ">= -0.001"  # its threshold in params.yaml
 # A validate threshold must never rerun what produces data, models or timings.
 EXPENSIVE = (
     "generate@",
@@ -52,6 +52,12 @@ def _commit_change(repo: Path, key: str, value: str) -> list[str]:
     return re.findall(r"^Running stage '([^']+)'", out, flags=re.M)
 
 
+def _others(repo: Path) -> list[str]:
+    """The Mamba's failing gates besides GATE (the tiny models miss its margins too)."""
+    failed = json.loads((repo / "metrics/validate.json").read_text())["failed"]
+    return [g for g in failed if g.startswith("mamba.") and g != GATE]
+
+
 def _make(repo: Path, *args: str, check: bool = True):
     return run(["make", *args, f"VENV={VENV}"], repo, check=check)
 
@@ -61,7 +67,7 @@ def relaxed(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The tiny results (HEAD~1), then a commit that relaxes one Mamba gate (HEAD)."""
     repo = copy_repo(reproduced_tiny, tmp_path_factory.mktemp("relaxed") / "repo")
     before = json.loads((repo / "metrics/validate.json").read_text())
-    assert GATE in before["failed"] and OTHER in before["failed"]  # the premise
+    assert GATE in before["failed"] and _others(repo)  # the premise
     ran = _commit_change(repo, PARAM, ">= -1")
     assert "validate" in ran and not [s for s in ran if s.startswith(EXPENSIVE)]
     return repo
@@ -94,11 +100,16 @@ def test_pr_report_shows_exactly_the_changed_param_metrics_and_gate(clone: Path)
     _make(clone, "pr-report", "BASE=HEAD~1")
     report = (clone / "pr-report.md").read_text()
 
-    assert _table(_section(report, "Params")) == [["params.yaml", PARAM, ">= 0", ">= -1"]]
+    assert _table(_section(report, "Params")) == [["params.yaml", PARAM, THRESHOLD, ">= -1"]]
     metrics = _table(_section(report, "Metrics"))
     assert sorted((r[0], r[1], r[2], r[3]) for r in metrics) == [
         ("metrics/validate.json", f"mamba.goals.{GATE.split('.')[1]}.passed", "**FAIL**", "pass"),
-        ("metrics/validate.json", f"mamba.goals.{GATE.split('.')[1]}.threshold", ">= 0", ">= -1"),
+        (
+            "metrics/validate.json",
+            f"mamba.goals.{GATE.split('.')[1]}.threshold",
+            THRESHOLD,
+            ">= -1",
+        ),
     ]
     assert "0 changed speed or memory figure(s)" in _section(report, "Timing and resources")
 
@@ -109,12 +120,14 @@ def test_pr_report_shows_exactly_the_changed_param_metrics_and_gate(clone: Path)
         "**FAIL**",
         "pass",
         *_table(gates)[0][3:4],
-        ">= 0 → >= -1",
+        f"{THRESHOLD} → >= -1",
     ]
     total = _gates_total(clone)
-    assert re.search(rf"- base: 12/{total} gates passed; failed: .*" + re.escape(GATE), gates)
+    failed = len(json.loads((clone / "metrics/validate.json").read_text())["failed"])
+    base, head = total - failed - 1, total - failed  # HEAD passes the relaxed gate too
+    assert re.search(rf"- base: {base}/{total} gates passed; failed: .*" + re.escape(GATE), gates)
     assert re.search(
-        rf"- head: 13/{total} gates passed; failed: (?!.*" + re.escape(GATE) + ")", gates
+        rf"- head: {head}/{total} gates passed; failed: (?!.*" + re.escape(GATE) + ")", gates
     )
 
     plots = _section(report, "Plots")
@@ -148,11 +161,15 @@ def test_exp_show_and_exp_diff_on_the_tiny_profile(clone: Path) -> None:
         row["rev"]: row["data"]["params"]["params.yaml"]["data"]["validate"]["mamba"]
         for row in shown
     }
-    assert [v["margin_over_best_comparator"] for v in values.values()] == [">= -1", ">= -1", ">= 0"]
+    assert [v["expected_accuracy_minus_oracle"] for v in values.values()] == [
+        ">= -1",
+        ">= -1",
+        THRESHOLD,
+    ]
     assert "metrics/validate.json" in shown[0]["data"]["metrics"]
 
     diff = json.loads(run(["dvc", "exp", "diff", "HEAD~1", "HEAD", "--json"], clone).stdout)
-    assert diff["params"] == {"params.yaml": {PARAM: {"old": ">= 0", "new": ">= -1"}}}
+    assert diff["params"] == {"params.yaml": {PARAM: {"old": THRESHOLD, "new": ">= -1"}}}
     changed = diff["metrics"]["metrics/validate.json"]
     assert changed[f"mamba.goals.{GATE.split('.')[1]}.passed"]["new"] is True
     assert set(changed) == {
@@ -187,19 +204,21 @@ def _sha256s(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_promotion_only_when_the_gates_passed_then_gto_and_dvc_find_it(clone: Path) -> None:
     short = run(["git", "rev-parse", "--short=7", "HEAD"], clone).stdout.strip()
+    others = _others(clone)
     refused = _make(clone, "promote", "MODEL=mamba", "STAGE=prod", check=False)
     assert refused.returncode != 0 and "Error 7" in refused.stderr  # the gate's exit code
     assert re.findall(r"^error: .*", refused.stderr, flags=re.M) == [
-        f"error: gate failed: mamba at {short} not promoted: failed gate(s) {OTHER}"
+        f"error: gate failed: mamba at {short} not promoted: failed gate(s) {', '.join(others)}"
     ]
     assert run(["git", "tag"], clone).stdout == ""
 
-    assert "validate" in _commit_change(clone, f"validate.{OTHER}", ">= -1")
+    for gate in others:  # one commit each; the last one leaves every Mamba gate passing
+        assert "validate" in _commit_change(clone, f"validate.{gate}", ">= -1")
     head = run(["git", "rev-parse", "HEAD"], clone).stdout.strip()
     pinn = _make(clone, "promote", "MODEL=pinn", "STAGE=prod", check=False)
     assert pinn.returncode != 0 and "failed gate(s) pinn." in pinn.stderr
     old = _make(clone, "promote", "MODEL=mamba", "STAGE=prod", "REV=HEAD~1", check=False)
-    assert old.returncode != 0 and f"failed gate(s) {OTHER}" in old.stderr
+    assert old.returncode != 0 and f"failed gate(s) {others[-1]}" in old.stderr
 
     done = _make(clone, "promote", "MODEL=mamba", "STAGE=prod")
     assert "created tag mamba@v0.0.1" in done.stdout and "created tag mamba#prod#1" in done.stdout
@@ -207,7 +226,7 @@ def test_promotion_only_when_the_gates_passed_then_gto_and_dvc_find_it(clone: Pa
     lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["train@mamba"]
     model_md5 = next(o["md5"] for o in lock["outs"] if o["path"] == "models/mamba")
     data_md5 = next(d["md5"] for d in lock["deps"] if d["path"] == "data/features/markets")
-    assert f"mamba at {head}: 10/10 gates passed (data, resources, mamba)" in message
+    assert f"mamba at {head}: 11/11 gates passed (data, resources, mamba)" in message
     assert f"validate: 14/{_gates_total(clone)} gates passed; failed: pinn." in message
     assert f"model models/mamba md5 {model_md5}" in message
     assert f"data data/features/markets md5 {data_md5}" in message

@@ -90,7 +90,7 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
     assert list(preds.columns) == ["symbol", "date", "probability"]
     assert len(preds) == len(windows) and preds["probability"].between(0, 1).all()
     metrics = read_json(run / "metrics/train/mamba/metrics.json")
-    names = {"majority", "persistence", "logistic", "boosted_trees", "gru", "torch_gru"}
+    names = {"majority", "persistence", "logistic", "boosted_trees", "gru", "torch_gru", "hmm"}
     assert set(metrics["comparators"]) == names
     for report in [metrics["model"], *metrics["comparators"].values()]:
         for split in ("val", "test"):
@@ -130,7 +130,7 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
     assert speed["mamba_step_ms"] > 0 and speed["train_windows_per_s"] > 0
     # Every model's costs: training seconds and inference time per 1,000 windows.
     assert set(speed["models"]) == {"mamba", *names}
-    for name in ("mamba", "boosted_trees", "gru", "torch_gru"):
+    for name in ("mamba", "boosted_trees", "gru", "torch_gru", "hmm"):
         assert speed["models"][name]["train_seconds"] > 0, name
         assert speed["models"][name]["inference_ms_per_1000"] > 0, name
     for model in ("mamba", "comparator"):
@@ -153,35 +153,91 @@ def test_two_runs_give_identical_predictions_and_metrics(two_runs) -> None:
         assert _sha(a / rel) == _sha(b / rel), rel
 
 
-def test_trained_model_reloads_with_identical_predictions(two_runs) -> None:
-    from reprolab.models.mamba.model import load_mamba_model as load_keras_model
-    from reprolab.models.mamba.train import load_splits
+def test_trained_model_reloads_and_its_step_path_gives_the_saved_predictions(two_runs) -> None:
+    """The saved .keras file, loaded as a user would, reads each test series whole and gives
+    the saved predictions; the one-day-at-a-time numpy step path gives them too."""
+    from reprolab.models.mamba import sequences as sq
+    from reprolab.models.mamba.data import load_market_splits
+    from reprolab.models.mamba.model import load_mamba_model
+    from reprolab.models.mamba.step import MambaStepper
 
     run, _ = two_runs
     with contextlib.chdir(run):
-        data, _, _ = load_splits(MemoryBudget(8192))
-    model = load_keras_model(run / "models/mamba/model.keras")
-    p = model.predict(data["test"].x, batch_size=1024, verbose=0).reshape(-1)
+        data, names, _ = load_market_splits(MemoryBudget(8192))
+    test = data["test"]
+    inputs = read_json(run / "models/mamba/inputs.json")["inputs"]
+    model = load_mamba_model(run / "models/mamba/model.keras")
+    x, _ = sq.full_series(test.scaled[:, [names.index(c) for c in inputs]], test.series)
+    which, day = sq.positions(test.series, test.target_rows)
     saved = pd.read_parquet(run / "models/mamba/predictions.parquet")["probability"].to_numpy()
-    np.testing.assert_allclose(p, saved, rtol=1e-6)
+    whole = model.predict(x, verbose=0)[..., 0][which, day]
+    np.testing.assert_allclose(whole, saved, rtol=1e-6)
+    stepped = MambaStepper(model).run(x)[which, day]
+    assert np.max(np.abs(stepped - saved)) <= 1e-6
 
 
 def test_per_symbol_mode_with_eight_concurrent_workers(workdir: Path) -> None:
+    from reprolab.models.mamba.data import load_market_splits
+    from reprolab.models.mamba.fitting import FitContext
     from reprolab.models.mamba.model import load_mamba_model as load_keras_model
-    from reprolab.models.mamba.train import load_splits, train_per_symbol
+    from reprolab.models.mamba.train import train_per_symbol
 
     t = replace(_tiny().train.mamba, per_symbol=True, jobs=8, epochs=1, d_model=2, d_state=1)
     with contextlib.chdir(workdir):
-        data, names, window = load_splits(MemoryBudget(8192))
+        data, _, _ = load_market_splits(MemoryBudget(8192))
         out = workdir / "models/mamba/per_symbol"
-        results = train_per_symbol(
-            data, t, seed=1, window=window, n_features=len(names), fingerprint="test"
-        )
-    symbols = sorted(data["test"].windows["symbol"].unique())
+        ctx = FitContext(t, 1, workdir / ".checkpoints/per_symbol", None, "test")
+        results = train_per_symbol(data, ctx)
+    symbols = sorted(data["test"].targets["symbol"].unique())
     assert len(symbols) == 8 and sorted(r["symbol"] for r in results) == symbols
     registry = json.loads((out / "registry.json").read_text())
     assert sorted(registry) == symbols  # no lost update
     for s in symbols:
-        model = load_keras_model(out / f"{s}.keras")  # every file is complete
+        model = load_keras_model(out / s / "model.keras")  # every file is complete
         assert model.count_params() == registry[s]["params"]
-    assert not list(out.glob(".*.tmp.keras"))
+    assert not list(out.rglob(".*.tmp.keras"))
+
+
+def _strip_test(obj):
+    """A metrics report without what the test split decides (its scores)."""
+    if isinstance(obj, dict):
+        return {k: _strip_test(v) for k, v in obj.items() if k != "test"}
+    return obj
+
+
+def test_no_choice_reads_a_test_row(workdir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Choose on validation, judge on test once: the Mamba and every comparator trained
+    beside a test split whose days and labels are noise make every choice (early stopping,
+    inputs, settings, the HMM's state count, the best comparator) and every validation
+    score exactly as beside the real one."""
+    from reprolab.models.mamba import train as train_module
+    from reprolab.models.mamba.data import load_market_splits
+
+    def poisoned(budget, original_only=False):
+        data, names, window = load_market_splits(budget, original_only)
+        test = data["test"]
+        rows = test.rows.copy()
+        own = ~rows["context"].to_numpy()
+        g = np.random.default_rng(0)
+        for c in [*names, "open", "high", "low", "close", "volume"]:
+            v = rows[c].to_numpy(dtype=np.float64)
+            rows.loc[own, c] = np.abs(v[own] * g.uniform(0.5, 1.5, own.sum())) + 1e-3
+        targets = test.targets.copy()
+        targets["label"] = g.integers(0, 2, len(targets)).astype(np.int8)
+        data["test"] = type(test)(rows, targets, names, window, test.scaler)
+        return data, names, window
+
+    reports = []
+    for i, loader in enumerate((load_market_splits, poisoned)):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(workdir / "data", run / "data")
+        shutil.copy(workdir / "params.yaml", run / "params.yaml")
+        monkeypatch.setattr(train_module, "load_market_splits", loader)
+        with contextlib.chdir(run):
+            from reprolab.core.config import load_params
+
+            train_module.train(load_params(), StageResources("train", run / "res", False))
+        reports.append(read_json(run / "metrics/train/mamba/metrics.json"))
+    normal, noise = reports
+    assert _strip_test(normal) == _strip_test(noise)
+    assert normal["model"]["test"] != noise["model"]["test"]  # the noise did reach the test

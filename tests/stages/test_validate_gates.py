@@ -38,19 +38,33 @@ def _oracle(keys: pd.DataFrame) -> np.ndarray:
     return keys.merge(truth, on=["symbol", "date"], how="left")["oracle_p_up"].to_numpy()
 
 
-def write_model_outputs(probability: np.ndarray | None = None) -> None:
+def write_model_outputs(
+    probability: np.ndarray | None = None,
+    comparators: dict[str, np.ndarray] | None = None,
+    walk_forward: np.ndarray | None = None,
+) -> None:
     """What the training stages leave for validate: Mamba predictions on the test windows
-    (default: the oracle's own), a comparator, walk-forward folds and a resource file per
-    stage."""
+    (default: the oracle's own), the comparators (default: majority, always up at 0.6),
+    walk-forward folds of the Mamba (default: its test predictions) and of each comparator,
+    and a resource file per stage."""
     keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
     oracle = _oracle(keys)
     p = oracle if probability is None else probability
+    others = {"majority": np.full(len(keys), 0.6)} if comparators is None else comparators
     mamba = paths.model_dir("mamba")
     write_parquet(mamba / "predictions.parquet", keys.assign(probability=p))
-    write_parquet(
-        mamba / "comparators" / "majority_predictions.parquet", keys.assign(probability=0.6)
+    for old in (mamba / "comparators").glob("*_predictions.parquet"):
+        old.unlink()
+    for name, q in others.items():
+        write_parquet(
+            mamba / "comparators" / f"{name}_predictions.parquet", keys.assign(probability=q)
+        )
+    fold = np.arange(len(keys)) * 3 // len(keys)
+    wf = {"mamba": p if walk_forward is None else walk_forward, **others}
+    folds = pd.concat(
+        [keys.assign(fold=fold, model=name, probability=q) for name, q in wf.items()],
+        ignore_index=True,
     )
-    folds = keys.assign(fold=np.arange(len(keys)) * 3 // len(keys), model="mamba", probability=p)
     write_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet", folds)
     for stage in JUDGED_STAGES:
         path = paths.RESOURCES / f"{stage}.json"
@@ -143,6 +157,12 @@ def test_every_gate_passes_on_the_honest_pipeline(world: Path) -> None:
     assert report["failed"] == []
     assert report["data"]["figures"]["augmented_outside_train"] == 0
     assert report["mamba"]["goals"]["models_above_oracle"]["passed"]
+    assert list(report["mamba"]["goals"]) == [
+        "expected_accuracy_minus_oracle",
+        "margin_over_best_comparator_ci95_high",
+        "walk_forward_margin_ci95_high",
+        "models_above_oracle",
+    ]
 
 
 def test_a_forecast_far_below_the_oracle_fails_its_gates_and_folds_are_judged(
@@ -156,12 +176,105 @@ def test_a_forecast_far_below_the_oracle_fails_its_gates_and_folds_are_judged(
     assert gaps["model"]["expected_accuracy_minus_oracle"] < -0.05
     assert report["failed"] == [
         "mamba.expected_accuracy_minus_oracle",
-        "mamba.margin_over_best_comparator",
+        "mamba.margin_over_best_comparator_ci95_high",
+        "mamba.walk_forward_margin_ci95_high",
     ]
     wf = report["walk_forward"]
     assert sorted(wf["folds"]) == ["fold_0", "fold_1", "fold_2"]
     assert sum(f["mamba"]["windows"] for f in wf["folds"].values()) == len(keys)
     assert wf["pooled"]["mamba"]["accuracy"] == gaps["model"]["accuracy"]
+    assert wf["margin_over_best_comparator"]["best"] == "majority"
+    assert wf["margin_over_best_comparator"]["windows"] == len(keys)
+
+
+def test_the_margin_gates_judge_the_upper_end_of_the_date_block_interval(world: Path) -> None:
+    """A comparator exactly as good as the Mamba passes (not worse beyond noise); the gated
+    figure is the interval's upper end, its block the trading day, and the margin and its
+    interval are reported beside it."""
+    keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
+    oracle = _oracle(keys)
+    write_model_outputs(comparators={"majority": np.full(len(keys), 0.6), "hmm": oracle})
+    report = judge(_params())
+    mamba = report["mamba"]
+    margin = mamba["margin_over_best_comparator"]
+    assert margin["best"] == "hmm"
+    assert margin["difference"] == margin["ci95_low"] == margin["ci95_high"] == 0.0
+    assert margin["block"] == "date: all symbols of a trading day resampled together"
+    assert margin["blocks"] == keys["date"].nunique() < len(keys)
+    assert mamba["bootstrap"]["block"] == margin["block"]
+    figures = mamba["figures"]
+    assert figures["margin_over_best_comparator"] == 0.0
+    assert figures["margin_over_best_comparator_ci95_high"] == 0.0
+    assert mamba["goals"]["margin_over_best_comparator_ci95_high"]["passed"]
+    # every comparator's margin over the Mamba, the best's the mirror of the Mamba's over it
+    majority = mamba["margins_over_mamba"]["majority"]
+    assert majority["ci95_high"] < 0 and mamba["margins_over_mamba"]["hmm"]["difference"] == 0
+    wf = report["walk_forward"]["margin_over_best_comparator"]
+    assert wf["best"] == "hmm" and wf["ci95_high"] == 0.0
+    assert figures["walk_forward_margin_ci95_high"] == 0.0
+    assert report["failed"] == []
+
+
+def test_a_comparator_better_beyond_noise_fails_the_margin_gate_by_name(world: Path) -> None:
+    """A new comparator file is judged without being named anywhere in validate; one that
+    beats the Mamba on the test windows fails the test-split gate and the report says who
+    is best; the walk-forward gate judges the folds on their own."""
+    keys = _original_test_windows()[["symbol", "date"]].reset_index(drop=True)
+    oracle = _oracle(keys)
+    flipped = np.where(np.arange(len(keys)) % 2 == 0, oracle, 1.0 - oracle)  # half wrong
+    write_model_outputs(
+        flipped,
+        comparators={"majority": np.full(len(keys), 0.6), "hmm": oracle},
+        walk_forward=oracle,  # the Mamba's folds are the oracle's own: that gate passes
+    )
+    params = _params()
+    validate(params, StageResources("validate", show_progress=False))
+    report = read_json(paths.VALIDATE)
+    margin = report["mamba"]["margin_over_best_comparator"]
+    assert margin["best"] == "hmm" and margin["ci95_high"] < 0
+    assert "mamba.margin_over_best_comparator_ci95_high" in report["failed"]
+    assert "mamba.walk_forward_margin_ci95_high" not in report["failed"]
+    review = REPORT.read_text()
+    assert "The best model on the test split is hmm, not the Mamba." in review
+    assert "not the Mamba" not in review.replace(
+        "The best model on the test split is hmm, not the Mamba.", ""
+    )
+    rows = read_json(paths.PLOTS / "mamba_comparison.json")
+    assert {r["model"] for r in rows} == {"mamba", "majority", "hmm"}
+    hmm = next(r for r in rows if r["model"] == "hmm")
+    assert hmm["margin_ci95_low_pt"] > 0  # hmm over the Mamba, beyond noise
+
+
+def test_timings_reach_the_report_and_never_validate_json(world: Path) -> None:
+    """validate.json is byte-identical whatever the speed files say (or if they are gone);
+    the report shows each model's timings, n/a where one is missing."""
+    write_model_outputs(comparators={"majority": np.full(len(_original_test_windows()), 0.6)})
+    params = _params()
+    speed = paths.train_metrics("mamba") / "speed.json"
+    folds = paths.METRICS / "walk_forward" / "speed.json"
+    seen = []
+    for scale in (1.0, 3.0):
+        write_json(
+            speed,
+            {"models": {"mamba": {"train_seconds": 100.0 * scale, "inference_ms_per_1000": 7.0}}},
+        )
+        write_json(folds, {"seconds": {"fold_0_mamba": 5.0 * scale, "fold_1_mamba": 6.0}})
+        validate(params, StageResources("validate", show_progress=False))
+        seen.append(paths.VALIDATE.read_bytes())
+        review = REPORT.read_text()
+        mamba_row = next(line for line in review.splitlines() if line.startswith("| **mamba**"))
+        assert mamba_row.endswith(f"| — | {100 * scale:g} | 7 |")
+        majority = next(line for line in review.splitlines() if line.startswith("| majority"))
+        assert majority.endswith("| n/a | n/a |")
+        assert f"mamba {5 * scale + 6:g}, majority n/a." in review
+    speed.unlink()
+    folds.unlink()
+    validate(params, StageResources("validate", show_progress=False))
+    seen.append(paths.VALIDATE.read_bytes())
+    assert seen[0] == seen[1] == seen[2]
+    assert b"train_seconds" not in seen[0] and b"inference_ms" not in seen[0]
+    mamba_row = next(line for line in REPORT.read_text().splitlines() if "**mamba**" in line)
+    assert mamba_row.endswith("| — | n/a | n/a |")
 
 
 def test_thresholds_come_from_params(world: Path) -> None:

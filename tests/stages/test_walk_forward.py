@@ -1,5 +1,6 @@
 """walk_forward on tiny data: every fold predicts only its own test block, for the Mamba and
-the best comparator, after an embargo; and never needs data/truth."""
+the comparator train@mamba found best on validation, after an embargo; and never needs
+data/truth."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from reprolab.core import paths
-from reprolab.core.io import read_json
+from reprolab.core.io import read_json, write_json
 from reprolab.core.resources import StageResources
 from reprolab.datasets.markets import steps as markets
 from tests import tiny
@@ -28,6 +29,11 @@ def test_folds_predict_their_own_embargoed_test_blocks(tmp_path: Path) -> None:
         for step in ("generate", "split_augment", "features"):
             getattr(markets, step)(params, StageResources(step, tmp_path / "res", False))
         shutil.rmtree(paths.truth("markets"))  # training must not need it
+        # what train@mamba wrote: the comparator it found best on the validation split
+        write_json(
+            paths.train_metrics("mamba") / "metrics.json",
+            {"best_comparator_on_validation": "hmm"},
+        )
         walk_forward(params, StageResources("walk_forward", tmp_path / "res", False))
         predictions = pd.read_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet")
         report = read_json(paths.METRICS / "walk_forward" / "metrics.json")
@@ -40,7 +46,7 @@ def test_folds_predict_their_own_embargoed_test_blocks(tmp_path: Path) -> None:
     calendar = np.unique(windows["label_date"].to_numpy().astype("datetime64[D]"))
     folds = report["folds"]
     assert [f["fold"] for f in folds] == list(range(params.walk_forward.folds))
-    assert set(predictions["model"]) == {"mamba", "boosted_trees"}
+    assert set(predictions["model"]) == {"mamba", "hmm"} and report["comparator"] == "hmm"
     for f in folds:
         start, end = np.datetime64(f["test_start"]), np.datetime64(f["test_end"])
         gap = np.searchsorted(calendar, start) - np.searchsorted(
@@ -56,6 +62,6 @@ def test_folds_predict_their_own_embargoed_test_blocks(tmp_path: Path) -> None:
         per_model = mine.groupby("model")[["symbol", "date"]].apply(
             lambda d: d.to_records(index=False).tolist()
         )
-        assert per_model["mamba"] == per_model["boosted_trees"]  # the same windows
+        assert per_model["mamba"] == per_model["hmm"]  # the same windows
         assert len(mine) == 2 * f["windows"]["test"]
         assert f["mamba"]["n"] == f["windows"]["test"]

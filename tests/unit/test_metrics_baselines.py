@@ -9,8 +9,6 @@ from sklearn import metrics as skm
 from reprolab.core.report import bootstrap_accuracy_ci, classification_report
 from reprolab.models.mamba.baselines import (
     build_recurrent_classifier,
-    majority_probability,
-    persistence_probability,
     recurrent_params,
     units_matching,
 )
@@ -44,15 +42,6 @@ def test_bootstrap_is_seeded() -> None:
     a = bootstrap_accuracy_ci(y, pred, 200, np.random.default_rng(3))
     b = bootstrap_accuracy_ci(y, pred, 200, np.random.default_rng(3))
     assert a == b
-
-
-def test_majority_and_persistence_are_calibrated_rules() -> None:
-    y_train = np.array([1, 1, 1, 0])
-    assert majority_probability(y_train, 3).tolist() == [0.75, 0.75, 0.75]
-    last_up = np.array([1, 1, 0, 0], dtype=bool)
-    # The rule "same as last" is right on rows 0, 1 and 3: 75%.
-    p = persistence_probability(last_up, y_train, np.array([True, False]))
-    assert p.tolist() == [0.75, 0.25]
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

@@ -33,7 +33,7 @@ from scipy.signal import lfilter
 
 from reprolab.core.errors import ValidationError
 
-_OHLCV = ["open", "high", "low", "close", "volume"]
+OHLCV = ["open", "high", "low", "close", "volume"]
 
 FEATURES: list[dict[str, Any]] = [
     {
@@ -184,11 +184,9 @@ def _check_inputs(
     open: ArrayLike, high: ArrayLike, low: ArrayLike, close: ArrayLike, volume: ArrayLike
 ) -> tuple[list[np.ndarray], bool]:
     one_d = np.ndim(close) == 1
-    arrays = [
-        _as_batch(n, a) for n, a in zip(_OHLCV, (open, high, low, close, volume), strict=True)
-    ]
+    arrays = [_as_batch(n, a) for n, a in zip(OHLCV, (open, high, low, close, volume), strict=True)]
     shape = arrays[3].shape
-    for n, a in zip(_OHLCV, arrays, strict=True):
+    for n, a in zip(OHLCV, arrays, strict=True):
         if a.shape != shape:
             raise ValidationError(f"{n}: shape {a.shape} differs from close's {shape}")
         # log() of non-positive or non-finite values would silently poison every later row
@@ -557,7 +555,7 @@ def compute_features_frame(
     float64 column per name in ``FEATURE_NAMES``.
     """
     keys = list(series_keys)
-    missing = [k for k in [*keys, *_OHLCV] if k not in df.columns]
+    missing = [k for k in [*keys, *OHLCV] if k not in df.columns]
     if missing:
         raise ValidationError(f"df: missing column(s) {missing}")
     n_feat = len(FEATURES)
@@ -565,14 +563,14 @@ def compute_features_frame(
     # frame wraps it without another copy of every value.
     out = np.full((n_feat, len(df)), np.nan)
     if len(df):
-        values = {col: df[col].to_numpy(dtype=np.float64) for col in _OHLCV}
+        values = {col: df[col].to_numpy(dtype=np.float64) for col in OHLCV}
         groups = df.groupby(keys, sort=False, dropna=False).indices
         by_len: dict[int, list[np.ndarray]] = {}
         for pos in groups.values():
             by_len.setdefault(len(pos), []).append(np.sort(pos))
         for pos_list in by_len.values():
             idx = np.stack(pos_list)  # (n_series, T) row positions
-            batch = [values[col][idx] for col in _OHLCV]
+            batch = [values[col][idx] for col in OHLCV]
             feats = compute_features(*batch, min_periods=min_periods)
             out[:, idx.ravel()] = feats.reshape(-1, n_feat).T
     return pd.DataFrame(out.T, index=df.index, columns=FEATURE_NAMES, copy=False)

@@ -20,7 +20,7 @@ from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
 from reprolab.core.quality import check_finite, check_ohlcv
 from reprolab.core.resources import MemoryBudget, StageResources
-from reprolab.datasets.markets.features import FEATURES, compute_features_frame
+from reprolab.datasets.markets.features import FEATURES, OHLCV, compute_features_frame
 from reprolab.datasets.markets.simulate import (
     BYTES_PER_SYMBOL_DAY,
     OBSERVABLE_COLUMNS,
@@ -35,6 +35,7 @@ from reprolab.datasets.markets.windows import SERIES_KEYS, fit_scaler, make_wind
 
 DATASET = "markets"
 FEATURE_NAMES = [f["name"] for f in FEATURES]
+ROW_KEYS = ["symbol", "copy", "date"]  # with context, augmented, the raw OHLCV and the features
 
 
 def generate(params: Params, res: StageResources) -> None:
@@ -108,7 +109,7 @@ def features(params: Params, res: StageResources) -> None:
                 check_ohlcv(frame, str(part))
                 feats = compute_features_frame(frame, min_periods=f.warmup)
                 table = pd.concat(
-                    [frame[["symbol", "copy", "date", "context", "augmented", "close"]], feats],
+                    [frame[[*ROW_KEYS, "context", "augmented", *OHLCV]], feats],
                     axis=1,
                 )
                 check_finite(
@@ -152,7 +153,9 @@ def registry(params: Params) -> dict[str, object]:
         "window": f.window,
         "label": "1 if close[t+1] > close[t] else 0, for the window ending at row t",
         "layout": {
-            "rows/<split>/part-*.parquet": "feature rows per series (context rows included)",
+            "rows/<split>/part-*.parquet": (
+                "raw OHLCV and feature rows per series (context rows included)"
+            ),
             "windows/<split>.parquet": "one row per window: its last row index and label",
         },
     }

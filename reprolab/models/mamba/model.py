@@ -479,7 +479,107 @@ class MambaBlock(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="reprolab")
+class RegimeMixtureHead(keras.layers.Layer):
+    """P(next return up) = sum_k g_k(h_t) * sigmoid(a_k + <b_k, e_t>), per day.
+
+    ``h_t`` is the Mamba's state output (what it has read up to day t), ``g = softmax`` of a
+    linear map of it: the weights of ``experts`` regimes; ``e_t`` are the day's own inputs at
+    ``expert_index`` (today's return). The shape of the filter a regime-switching AR process
+    calls for: each regime's next-day direction is a monotone function of today's return,
+    and the history decides which regime holds.
+    """
+
+    def __init__(
+        self, experts: int, expert_index: Sequence[int], seed: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if experts < 1 or not expert_index:
+            raise ValueError(f"experts = {experts}, expert_index = {expert_index}")
+        self.experts = int(experts)
+        self.expert_index = [int(i) for i in expert_index]
+        self.seed = seed
+
+    def build(self, input_shape: Any) -> None:
+        h_shape = _as_shape(input_shape[0])
+        k, e = self.experts, len(self.expert_index)
+        self.gate_kernel = self.add_weight(
+            name="gate_kernel",
+            shape=(h_shape[-1], k),
+            initializer=keras.initializers.GlorotUniform(seed=_sub_seed(self.seed, "gate")),
+        )
+        self.gate_bias = self.add_weight(name="gate_bias", shape=(k,), initializer="zeros")
+        self.expert_kernel = self.add_weight(
+            name="expert_kernel",
+            shape=(e, k),
+            initializer=keras.initializers.GlorotUniform(seed=_sub_seed(self.seed, "expert")),
+        )
+        self.expert_bias = self.add_weight(name="expert_bias", shape=(k,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs: Any) -> Any:
+        h, x = inputs
+        dtype = self.compute_dtype
+        gate = ops.softmax(
+            ops.matmul(h, ops.cast(self.gate_kernel, dtype)) + ops.cast(self.gate_bias, dtype)
+        )
+        e = ops.take(x, self.expert_index, axis=-1)
+        expert = ops.sigmoid(
+            ops.matmul(e, ops.cast(self.expert_kernel, dtype)) + ops.cast(self.expert_bias, dtype)
+        )
+        return ops.sum(gate * expert, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (*_as_shape(input_shape[0])[:-1], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "experts": self.experts,
+            "expert_index": self.expert_index,
+            "seed": self.seed,
+        }
+
+
 # --------------------------------------------------------------------------- model
+def _sigmoid_head(x: Any, seed: int, kw: dict[str, Any]) -> Any:
+    """One sigmoid unit per step (or on the last step's vector)."""
+    return keras.layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=int_seed(seed, "head")),
+        name="head",
+        **kw,
+    )(x)
+
+
+def _mamba_stack(inputs: Any, arch: MambaTrainParams, seed: int, kw: dict[str, Any]) -> Any:
+    """Dense(d_model) -> n_layers x [norm -> MambaBlock -> + residual] -> norm, per step."""
+    x = keras.layers.Dense(
+        arch.d_model,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=int_seed(seed, "embed")),
+        name="embed",
+        **kw,
+    )(inputs)
+    for i in range(arch.n_layers):
+        h = RMSNorm(name=f"norm_{i}", **kw)(x) if arch.norm == "rms" else x
+        h = MambaBlock(
+            arch.d_model,
+            d_state=arch.d_state,
+            d_conv=arch.d_conv,
+            expand=arch.expand,
+            scan=arch.scan,
+            chunk_size=arch.chunk_size,
+            seed=int_seed(seed, "mamba", i),
+            name=f"mamba_{i}",
+            **kw,
+        )(h)
+        x = keras.layers.Add(name=f"residual_{i}", **kw)([x, h])
+    if arch.norm == "rms":
+        x = RMSNorm(name="final_norm", **kw)(x)
+    return x
+
+
 def build_mamba_classifier(
     n_features: int,
     window: int,
@@ -497,40 +597,39 @@ def build_mamba_classifier(
     initialiser is seeded from ``seed``; ``dtype`` is a Keras dtype policy name for every layer
     (None: the global policy).
     """
-    d_model, n_layers = arch.d_model, arch.n_layers
     kw: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
     inputs = keras.Input(shape=(window, n_features), name="window", **kw)
-    x = keras.layers.Dense(
-        d_model,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=int_seed(seed, "embed")),
-        name="embed",
-        **kw,
-    )(inputs)
-    for i in range(n_layers):
-        h = RMSNorm(name=f"norm_{i}", **kw)(x) if arch.norm == "rms" else x
-        h = MambaBlock(
-            d_model,
-            d_state=arch.d_state,
-            d_conv=arch.d_conv,
-            expand=arch.expand,
-            scan=arch.scan,
-            chunk_size=arch.chunk_size,
-            seed=int_seed(seed, "mamba", i),
-            name=f"mamba_{i}",
-            **kw,
-        )(h)
-        x = keras.layers.Add(name=f"residual_{i}", **kw)([x, h])
-    if arch.norm == "rms":
-        x = RMSNorm(name="final_norm", **kw)(x)
-    x = LastTimeStep(name="last_step", **kw)(x)
-    outputs = keras.layers.Dense(
-        1,
-        activation="sigmoid",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=int_seed(seed, "head")),
-        name="head",
-        **kw,
-    )(x)
+    x = LastTimeStep(name="last_step", **kw)(_mamba_stack(inputs, arch, seed, kw))
+    outputs = _sigmoid_head(x, seed, kw)
     return keras.Model(inputs, outputs, name="mamba_classifier")
+
+
+def build_mamba_sequence(
+    n_features: int,
+    arch: MambaTrainParams,
+    seed: int = 0,
+    dtype: str | None = None,
+    expert_index: Sequence[int] = (0,),
+) -> keras.Model:
+    """Series (L, n_features) -> P(next return up) at every day (L, 1), causal in L.
+
+    The classifier's stack (:func:`build_mamba_classifier`) with the head applied at every
+    step instead of the last: the prediction at day t reads days <= t only, so one pass over
+    a whole series predicts every day of it, and a step-by-step recurrence
+    (:mod:`reprolab.models.mamba.step`) reproduces it one new day at a time. With
+    ``arch.experts`` > 0 the head is a :class:`RegimeMixtureHead` whose experts read the
+    input columns ``expert_index``; with 0, one sigmoid unit.
+    """
+    kw: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    inputs = keras.Input(shape=(None, n_features), name="series", **kw)
+    x = _mamba_stack(inputs, arch, seed, kw)
+    if arch.experts > 0:
+        head = RegimeMixtureHead(
+            arch.experts, expert_index, seed=int_seed(seed, "head"), name="head", **kw
+        )
+        return keras.Model(inputs, head([x, inputs]), name="mamba_sequence")
+    outputs = _sigmoid_head(x, seed, kw)
+    return keras.Model(inputs, outputs, name="mamba_sequence")
 
 
 def load_mamba_model(path: str | Path, compile: bool = True) -> keras.Model:

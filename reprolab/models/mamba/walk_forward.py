@@ -1,11 +1,15 @@
-"""walk_forward: the Mamba and the best simple comparator over expanding-window folds.
+"""walk_forward: the Mamba and the best comparator of the validation split, through time.
 
 The fixed train/val/test split stays the headline; this stage asks whether the result
-holds up through time. Over the original (never augmented) windows of every split, fold k
-trains on every window whose label comes at least ``markets.split.embargo`` trading days
-before its test block (:mod:`reprolab.models.mamba.folds`), refits the feature scaler on
-those training rows only, stops early on the last ``val_share`` of its own training
-calendar, and predicts its test block. Never reads data/truth: ``validate`` judges the
+holds up through time. Every series is read from the test split's table, which holds each
+symbol's whole history (its earlier rows as context). The targets are the original (never
+augmented) windows of every split. Fold k trains on every target whose label comes at least
+``markets.split.embargo`` trading days before its test block
+(:mod:`reprolab.models.mamba.folds`), refits the feature scaler on the rows up to its
+training cutoff only, stops early and chooses on the last ``val_share`` of its own training
+calendar, and predicts its test block. The comparator is the one ``train@mamba`` found best
+on the validation split (lowest log loss, ``best_comparator_on_validation``): chosen on
+validation, never on a test block. Never reads data/truth: ``validate`` judges the
 predictions against the filter oracle, per fold and pooled.
 """
 
@@ -20,124 +24,125 @@ import pandas as pd
 
 from reprolab.core import paths
 from reprolab.core.config import Params
-from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
+from reprolab.core.errors import DataQualityError
+from reprolab.core.io import read_json, write_json, write_parquet
 from reprolab.core.report import classification_report, rounded
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.core.seeding import int_seed, rng
-from reprolab.datasets.markets.windows import fit_scaler, materialize
-from reprolab.guard.checkpoint import train_fingerprint
+from reprolab.datasets.markets.windows import fit_scaler
+from reprolab.guard.checkpoint import stage_fingerprint
+from reprolab.models.mamba.comparators import make_comparator
+from reprolab.models.mamba.data import MarketSplit, load_market_splits
+from reprolab.models.mamba.fitting import FitContext, configure_tensorflow
 from reprolab.models.mamba.folds import Fold, expanding_folds
+from reprolab.models.mamba.forecaster import MambaForecaster
 
 MODEL_DIR = paths.model_dir("mamba_walk_forward")
 METRICS_DIR = paths.METRICS / "walk_forward"
-COMPARATOR = "boosted_trees"  # the strongest simple comparator on the fixed split
+CHECKPOINTS = paths.checkpoints("walk_forward")
+TRAIN_METRICS = paths.train_metrics("mamba") / "metrics.json"
 
 
-def _original_rows_and_windows() -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[str], int]:
-    feats = paths.features("markets")
-    registry = read_json(feats / "registry.json")
-    names = [f["name"] for f in registry["features"]]
-    rows, windows = [], []
-    for split in paths.SPLITS:
-        r = read_parquet(feats / "rows" / split)
-        w = read_parquet(feats / "windows" / f"{split}.parquet")
-        rows.append(r)
-        windows.append(w.loc[w["copy"] == 0].reset_index(drop=True))
-    return rows, windows, names, int(registry["window"])
-
-
-def _fold_data(
-    fold: Fold,
-    rows: list[pd.DataFrame],
-    windows: list[pd.DataFrame],
-    names: list[str],
-    window: int,
-    val_share: float,
-) -> dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
-    """(x, y, windows) of the fold's train, val and test windows, scaled by a scaler fitted
-    on the fold's training rows only."""
-    cutoff = fold.train_end
-    fit_rows = pd.concat(
-        [r.loc[(r["copy"] == 0) & ~r["context"] & (r["date"] <= cutoff)] for r in rows]
+def whole_history(budget: MemoryBudget) -> MarketSplit:
+    """The test split's table (every symbol's whole history) with the original targets of
+    all three splits mapped onto its rows."""
+    data, _, _ = load_market_splits(budget, original_only=True)
+    table = data["test"]
+    rows = table.rows
+    position = pd.Series(
+        np.arange(len(rows)), index=pd.MultiIndex.from_frame(rows[["symbol", "date"]])
     )
-    scaler = fit_scaler(fit_rows, names)
-    xs, ys, ws = [], [], []
-    for r, w in zip(rows, windows, strict=True):
-        x, y = materialize(r, w, names, window, scaler)
-        xs.append(x)
-        ys.append(y)
-        ws.append(w)
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    w = pd.concat(ws, ignore_index=True)
-    label_dates = w["label_date"].to_numpy().astype("datetime64[D]")
+    targets = []
+    for split in data.values():
+        t = split.targets.copy()
+        index = position.reindex(pd.MultiIndex.from_frame(t[["symbol", "date"]])).to_numpy()
+        if np.isnan(index).any():
+            raise DataQualityError(
+                "walk_forward: a target's day is missing from the test split's history"
+            )
+        t["row"] = index.astype(np.int64)
+        targets.append(t)
+    all_targets = pd.concat(targets, ignore_index=True).sort_values("row", kind="stable")
+    return MarketSplit(
+        rows, all_targets.reset_index(drop=True), table.names, table.window, table.scaler
+    )
+
+
+def fold_splits(history: MarketSplit, fold: Fold, val_share: float) -> dict[str, MarketSplit]:
+    """The fold's train, val and test targets over the whole history, every row scaled by a
+    scaler fitted on the rows up to the fold's training cutoff only."""
+    rows = history.rows
+    fit_rows = rows.loc[rows["date"].to_numpy() <= np.datetime64(fold.train_end)]
+    scaled = history.rescaled(fit_scaler(fit_rows, history.names))
+    label_dates = history.targets["label_date"].to_numpy().astype("datetime64[D]")
     train = fold.train_mask(label_dates)
     calendar = np.unique(label_dates[train])
     val_start = calendar[int(len(calendar) * (1 - val_share))]
-    parts = {
+    masks = {
         "train": train & (label_dates < val_start),
         "val": train & (label_dates >= val_start),
         "test": fold.test_mask(label_dates),
     }
-    return {k: (x[m], y[m], w.loc[m].reset_index(drop=True)) for k, m in parts.items()}
+    return {k: scaled.subset(m) for k, m in masks.items()}
+
+
+def chosen_comparator() -> str:
+    """The comparator train@mamba found best on the validation split."""
+    return str(read_json(TRAIN_METRICS)["best_comparator_on_validation"])
 
 
 def walk_forward(params: Params, res: StageResources) -> None:
-    from reprolab.models.mamba.baselines import fit_boosted_trees, tabular_probability
-    from reprolab.models.mamba.train import (
-        Split,
-        configure_tensorflow,
-        fit_guarded,
-        mamba_builder,
-        predict_proba,
-    )
-
     configure_tensorflow()
     wf = params.walk_forward
     t = dataclasses.replace(params.train.mamba, epochs=wf.epochs)
     seed = int_seed(params.seed, "walk_forward")
-    rows, windows, names, window = _original_rows_and_windows()
-    n = sum(len(w) for w in windows)
-    MemoryBudget(params.resources.memory_budget_mb).check(
-        2 * n * window * len(names) * 4, f"materialising {n:,} windows for walk-forward folds"
-    )
-    res.add_rows(n)
-    label_dates = np.concatenate([w["label_date"].to_numpy() for w in windows])
+    history = whole_history(MemoryBudget(params.resources.memory_budget_mb))
+    res.add_rows(len(history))
+    label_dates = history.targets["label_date"].to_numpy()
     folds = expanding_folds(label_dates, wf.folds, params.markets.split.embargo, wf.min_train_share)
-    fingerprint = train_fingerprint(params, "mamba")
-    predictions, report, seconds = [], {"folds": []}, {}
+    comparator = chosen_comparator()
+    fingerprint = stage_fingerprint(
+        params,
+        model="mamba",
+        dataset="markets",
+        inputs=[paths.features("markets")],
+        modules=["stages.walk_forward", "reprolab.models.mamba.walk_forward"],
+    )
+    fingerprint = f"{fingerprint}|{comparator}"
+    predictions, report, seconds = [], {"comparator": comparator, "folds": []}, {}
     for fold in folds:
-        data = _fold_data(fold, rows, windows, names, window, wf.val_share)
-        splits = {k: Split(x, y, w, np.zeros(len(y), bool)) for k, (x, y, w) in data.items()}
+        data = fold_splits(history, fold, wf.val_share)
         fold_seed = int_seed(seed, "fold", fold.index)
-        start = time.perf_counter()
-        model, summary, _ = fit_guarded(
-            mamba_builder(t, len(names), window, fold_seed),
-            splits,
+        ctx = FitContext(
             t,
             fold_seed,
-            f"walk_forward/fold_{fold.index}",
+            CHECKPOINTS / f"fold_{fold.index}",
             METRICS_DIR / "live" / f"fold_{fold.index}",
-            f"{fingerprint}|walk_forward|{wf}|{fold}",
+            f"{fingerprint}|{wf}|{fold}",
         )
-        seconds[f"fold_{fold.index}_mamba"] = time.perf_counter() - start
-        x_test, y_test, w_test = data["test"]
-        probs = {"mamba": predict_proba(model, x_test)}
-        start = time.perf_counter()
-        trees = fit_boosted_trees(data["train"][0], data["train"][1], fold_seed)
-        probs[COMPARATOR] = tabular_probability(trees, x_test)
-        seconds[f"fold_{fold.index}_{COMPARATOR}"] = time.perf_counter() - start
+        mamba = MambaForecaster(ctx)
         entry: dict[str, Any] = {
             "fold": fold.index,
             "train_end": str(fold.train_end),
             "test_start": str(fold.test_start),
             "test_end": str(fold.test_end),
-            "windows": {k: len(v[1]) for k, v in data.items()},
-            "mamba_training": summary,
+            "windows": {k: len(v) for k, v in data.items()},
         }
-        for name, p in probs.items():
-            gen = rng(seed, "bootstrap", fold.index, name)
-            entry[name] = classification_report(y_test, p, t.bootstrap, gen)
-            frame = w_test[["symbol", "date"]].assign(fold=fold.index, model=name, probability=p)
+        test = data["test"]
+        for i in range(2):
+            # the comparator is built after the Mamba is fitted: the recurrent ones match
+            # its parameter count
+            model = mamba if i == 0 else make_comparator(comparator, ctx, mamba.info["params"])
+            start = time.perf_counter()
+            model.fit(data["train"], data["val"])
+            p = model.predict_proba(test)
+            seconds[f"fold_{fold.index}_{model.name}"] = time.perf_counter() - start
+            gen = rng(seed, "bootstrap", fold.index, model.name)
+            entry[model.name] = classification_report(test.y, p, t.bootstrap, gen)
+            entry[f"{model.name}_info"] = model.info
+            frame = test.targets[["symbol", "date"]].assign(
+                fold=fold.index, model=model.name, probability=p
+            )
             predictions.append(frame)
         report["folds"].append(entry)
     pooled = pd.concat(predictions, ignore_index=True)

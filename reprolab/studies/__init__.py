@@ -1,0 +1,1 @@
+"""Studies run by hand beside the pipeline (ablations); no stage imports them."""
