@@ -1,8 +1,8 @@
 """Mamba speed against its equal-size recurrent comparator, measured side by side.
 
-* inference: forecasts per second of the trained ``models/mamba/model.keras`` (whole test
-  series, and one day at a time through the numpy step path) and of the comparator the
-  stage trained beside it (on the windows ending at the same test targets);
+* inference: forecasts per second of the trained ``models/mamba/model.keras`` and of the
+  recurrent comparator the stage trained beside it, both reading the same test series whole,
+  and of the Mamba one day at a time through the numpy step path;
 * training step: both models built fresh from ``train.mamba`` and timed with
   ``train_on_batch`` in alternation (ABAB...) so machine noise hits both alike.
 """
@@ -32,10 +32,10 @@ def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def inference(t: MambaTrainParams, windows: int, budget_mb: int) -> dict[str, Any]:
-    """Forecasts per second on the test split's targets, best of three: the trained Mamba
-    reading every test series whole (one pass predicts every day) and its numpy step path
-    (one new day for every symbol, the serving path), beside the recurrent comparator on the
-    windows of the first ``windows`` targets, scaled as in training."""
+    """Forecasts per second, best of three, on the first test series that hold ``windows``
+    targets (at least one series): the trained Mamba and the recurrent comparator each read
+    those series whole (one pass predicts every day, as both were trained), and the
+    Mamba's numpy step path predicts one new day for every series (the serving path)."""
     from reprolab.core.keras_io import load_keras_model
     from reprolab.models.mamba import sequences as sq
     from reprolab.models.mamba.data import load_market_splits
@@ -43,24 +43,29 @@ def inference(t: MambaTrainParams, windows: int, budget_mb: int) -> dict[str, An
 
     data, names, _ = load_market_splits(MemoryBudget(budget_mb))
     test = data["test"]
+    which, _ = sq.positions(test.series, test.target_rows)
+    per_series = np.bincount(which, minlength=len(test.series))
+    n_series = int(np.searchsorted(np.cumsum(per_series), min(windows, len(test)))) + 1
+    n_series = min(n_series, len(test.series))
+    targets = int(per_series[:n_series].sum())
     model_dir = paths.model_dir("mamba")
     inputs = read_json(model_dir / "inputs.json")["inputs"]
-    series, _ = sq.full_series(test.scaled[:, [names.index(c) for c in inputs]], test.series)
+    scaled = test.scaled[:, [names.index(c) for c in inputs]]
+    series, _ = sq.full_series(scaled, test.series[:n_series])
     mamba = load_keras_model(model_dir / "model.keras", compile=False)
-    seconds = _best_seconds(lambda: mamba.predict(series, batch_size=64, verbose=0), 3)
-    rates = {"mamba": len(test) / seconds}
+    other = load_keras_model(model_dir / "comparators" / f"{t.comparator}.keras", compile=False)
+    rates = {}
+    for name, model in (("mamba", mamba), (t.comparator, other)):
+        seconds = _best_seconds(lambda m=model: m.predict(series, batch_size=64, verbose=0), 3)
+        rates[name] = targets / seconds
     stepper = MambaStepper(mamba)
     state = stepper.initial_state(len(series))
     days = min(series.shape[1], 256)
     step_s = _best_seconds(lambda: [stepper.step(state, series[:, d]) for d in range(days)], 3)
     rates["mamba_step"] = len(series) * days / step_s
-    chosen = test.subset(np.arange(len(test)) < windows)
-    other = load_keras_model(model_dir / "comparators" / f"{t.comparator}.keras", compile=False)
-    x = chosen.x
-    seconds = _best_seconds(lambda: other.predict(x, batch_size=1024, verbose=0), 3)
-    rates[t.comparator] = len(x) / seconds
     return {
-        "targets": {"mamba": len(test), "mamba_step": len(series) * days, t.comparator: len(x)},
+        "targets": {"mamba": targets, "mamba_step": len(series) * days, t.comparator: targets},
+        "series": n_series,
         "forecasts_per_s": {k: round(v, 1) for k, v in rates.items()},
         f"mamba_over_{t.comparator}": round(rates["mamba"] / rates[t.comparator], 4),
     }

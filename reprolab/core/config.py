@@ -320,9 +320,9 @@ class MambaTrainParams:
     norm: Literal["none", "rms"] = "none"
     scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
     chunk_size: int = _bounded(16, ge=1, le=4096)
-    epochs: int = _bounded(6, ge=1, le=10_000)
+    epochs: int = _bounded(20, ge=1, le=10_000)
     patience: int = _bounded(3, ge=1, le=10_000)  # early stopping on validation loss
-    batch_size: int = _bounded(128, ge=1, le=1_000_000)
+    batch_size: int = _bounded(32, ge=1, le=1_000_000)
     learning_rate: float = _bounded(1e-2, gt=0.0, le=1.0)
     schedule: Literal["constant", "cosine"] = "cosine"  # per epoch, on learning_rate
     min_lr_ratio: float = _bounded(0.05, ge=0.0, le=1.0)  # cosine: the last epoch's factor
@@ -336,6 +336,10 @@ class MambaTrainParams:
     experts: int = _bounded(4, ge=0, le=64)
     expert_inputs: list[str] = _list(["log_return"], min_len=1)
     ensemble: int = _bounded(1, ge=1, le=16)  # Mambas trained from derived seeds, averaged
+    # while training, the Mamba also forecasts these next-day inputs from its state, their
+    # squared error added to the loss with this weight (0 or no columns: the labels alone)
+    forecast_inputs: list[str] = _list(["log_return", "range_hl", "log_volume"], min_len=0)
+    forecast_weight: float = _bounded(1.0, ge=0.0, le=1000.0)
     # The Mamba reads each series whole (a prediction every day); training cuts the training
     # series into chunks of sequence_length days, starting every chunk_stride days, whose
     # first burn_in days carry no loss (the state warms up, as it has at inference)
@@ -506,8 +510,7 @@ class TrainParams:
 class WalkForwardParams:
     """Expanding-window folds for the Mamba and the best comparator (walk_forward stage)."""
 
-    folds: int = _bounded(3, ge=1, le=20)
-    epochs: int = _bounded(4, ge=1, le=10_000)  # per fold (the schedule spans these)
+    folds: int = _bounded(3, ge=1, le=20)  # each trains train.mamba's configuration as is
     min_train_share: float = _bounded(0.5, gt=0.0, lt=1.0)  # calendar before the first test
     val_share: float = _bounded(0.15, gt=0.0, lt=0.5)  # of each fold's training calendar
 

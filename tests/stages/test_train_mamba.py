@@ -120,13 +120,15 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
         reported = metrics["comparators"][name]["test"]
         for key in ("accuracy", "balanced_accuracy", "mcc", "auc", "log_loss", "brier"):
             assert reported[key] == rounded(again)[key], (name, key)
-    # The Keras and the PyTorch GRU are sized to the Mamba's parameter count: no other width
-    # comes closer (they read every feature of the window, the Mamba its own inputs).
+    # The Keras and the PyTorch GRU read the Mamba's inputs over each whole series and are
+    # sized to its parameter count: no other width comes closer.
     from reprolab.models.mamba.baselines import recurrent_params
 
     mamba = metrics["model"]["params"]
-    n_features = len(read_json(run / "data/features/markets/registry.json")["features"])
+    n_features = len(metrics["model"]["inputs"])
     for name in ("gru", "torch_gru"):
+        inputs = metrics["comparators"][name]["inputs"]
+        assert inputs.endswith(", ".join(metrics["model"]["inputs"])), name
         units = metrics["comparators"][name]["units"]
         gap = abs(metrics["comparators"][name]["params"] - mamba)
         for other in (units - 1, units + 1):

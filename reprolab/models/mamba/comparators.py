@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from reprolab.core.io import write_json
+from reprolab.models.mamba import sequences as sq
 from reprolab.models.mamba.data import MarketSplit
 from reprolab.models.mamba.fitting import FitContext
 
@@ -182,43 +183,66 @@ class BoostedTrees(_Tabular):
 
 
 # --------------------------------------------------------------------------- recurrent nets
+def _sequence_setup(ctx: FitContext, train: MarketSplit) -> list[str]:
+    """The columns a recurrent comparator reads: the Mamba's inputs (``train.mamba.inputs``)."""
+    from reprolab.models.mamba.forecaster import input_columns
+
+    return input_columns(ctx.t.inputs, train.names)
+
+
 class KerasRecurrent:
-    """A Keras GRU or LSTM (``train.mamba.comparator``) on the windows ending at each target,
-    sized to the Mamba's parameter count, trained under the same guard and schedule."""
+    """A Keras GRU or LSTM (``train.mamba.comparator``) that reads each whole series like
+    the Mamba: the same inputs, training chunks, burn-in, guard and schedule, sized to the
+    Mamba's parameter count."""
 
     def __init__(self, ctx: FitContext, mamba_params: int) -> None:
         self.ctx = ctx
         self.name = ctx.t.comparator
         self.mamba_params = mamba_params
         self.model: Any = None
+        self.columns: list[str] = []
         self.info: dict[str, Any] = {}
         self.step_seconds = float("nan")
 
     def fit(self, train: MarketSplit, val: MarketSplit) -> None:
-        from reprolab.models.mamba.baselines import build_recurrent_classifier, units_matching
+        from reprolab.models.mamba.baselines import build_recurrent_sequence, units_matching
         from reprolab.models.mamba.fitting import fit_guarded
+        from reprolab.models.mamba.keras_metrics import sequence_compile_kwargs
 
-        n_features, window = train.x.shape[2], train.x.shape[1]
-        units = units_matching(self.name, n_features, self.mamba_params)
+        t = self.ctx.t
+        self.columns = _sequence_setup(self.ctx, train)
+        x, y, xv, yv = sq.fit_arrays(
+            train, val, self.columns, t.sequence_length, t.chunk_stride, t.burn_in
+        )
+        units = units_matching(self.name, len(self.columns), self.mamba_params)
         seed = self.ctx.seed
 
         def build() -> Any:
-            return build_recurrent_classifier(self.name, n_features, window, units, seed)
+            return build_recurrent_sequence(self.name, len(self.columns), units, seed)
 
         self.model, summary, self.step_seconds = fit_guarded(
-            build, train.x, train.y, val.x, val.y, self.ctx, self.name, log="comparator"
+            build,
+            x,
+            y,
+            xv,
+            yv,
+            self.ctx,
+            self.name,
+            compile_kwargs=sequence_compile_kwargs,
+            log="comparator",
         )
         self.info = {
             "params": int(self.model.count_params()),
             "units": units,
-            "inputs": f"the {window}-day window",
+            "inputs": "each whole series: " + ", ".join(self.columns),
             "training": summary,
         }
 
     def predict_proba(self, split: MarketSplit) -> np.ndarray:
-        from reprolab.models.mamba.fitting import predict_proba
+        def predict(x: np.ndarray) -> np.ndarray:
+            return self.model.predict(x, batch_size=max(1, min(len(x), 64)), verbose=0)[..., 0]
 
-        return predict_proba(self.model, split.x)
+        return sq.at_targets(predict, split, self.columns)
 
     def save(self, directory: Path) -> None:
         from reprolab.core.keras_io import save_keras_model
@@ -229,7 +253,8 @@ class KerasRecurrent:
 
 
 class TorchGru:
-    """A PyTorch GRU of the Mamba's parameter count on the same windows (``torch_gru``)."""
+    """A PyTorch GRU of the Mamba's parameter count that reads each whole series like the
+    Mamba: the same inputs, chunks and schedule (``torch_gru``)."""
 
     name = "torch_gru"
 
@@ -237,6 +262,7 @@ class TorchGru:
         self.ctx = ctx
         self.mamba_params = mamba_params
         self.model: Any = None
+        self.columns: list[str] = []
         self.info: dict[str, Any] = {}
 
     def fit(self, train: MarketSplit, val: MarketSplit) -> None:
@@ -245,12 +271,16 @@ class TorchGru:
         from reprolab.models.mamba.baselines import units_matching
 
         t = self.ctx.t
-        units = units_matching("gru", train.x.shape[2], self.mamba_params)
+        self.columns = _sequence_setup(self.ctx, train)
+        x, y, xv, yv = sq.fit_arrays(
+            train, val, self.columns, t.sequence_length, t.chunk_stride, t.burn_in
+        )
+        units = units_matching("gru", len(self.columns), self.mamba_params)
         fit = torch_gru.train_torch_gru(
-            train.x,
-            train.y,
-            val.x,
-            val.y,
+            x,
+            y,
+            xv,
+            yv,
             units=units,
             epochs=t.epochs,
             batch_size=t.batch_size,
@@ -263,14 +293,14 @@ class TorchGru:
         self.info = {
             "params": torch_gru.parameter_count(fit.model),
             "units": units,
-            "inputs": f"the {train.x.shape[1]}-day window",
+            "inputs": "each whole series: " + ", ".join(self.columns),
             "training": {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run},
         }
 
     def predict_proba(self, split: MarketSplit) -> np.ndarray:
         from reprolab.models.mamba import torch_gru
 
-        return torch_gru.predict_proba(self.model, split.x)
+        return sq.at_targets(lambda x: torch_gru.predict_proba(self.model, x), split, self.columns)
 
     def save(self, directory: Path) -> None:
         from reprolab.models.mamba import torch_gru

@@ -25,12 +25,15 @@ MODEL_FILE = "model.keras"
 INPUTS_FILE = "inputs.json"
 
 
-def input_columns(requested: list[str], available: list[str]) -> list[str]:
-    """The feature columns the Mamba reads: ``train.mamba.inputs`` or every feature."""
+def input_columns(
+    requested: list[str], available: list[str], key: str = "train.mamba.inputs"
+) -> list[str]:
+    """The feature columns ``key`` names (the Mamba's inputs by default), or every feature
+    when it names none."""
     unknown = [c for c in requested if c not in available]
     if unknown:
         raise ValidationError(
-            f"params.yaml: train.mamba.inputs: unknown feature(s) {unknown}; expected names "
+            f"params.yaml: {key}: unknown feature(s) {unknown}; expected names "
             f"from data/features/markets/registry.json: {', '.join(available)}"
         )
     return list(requested) if requested else list(available)
@@ -47,11 +50,6 @@ def expert_columns(requested: list[str], inputs: list[str]) -> list[int]:
     return [inputs.index(c) for c in requested]
 
 
-def _inputs(split: MarketSplit, columns: list[str]) -> np.ndarray:
-    index = [split.names.index(c) for c in columns]
-    return split.scaled[:, index]
-
-
 class MambaForecaster:
     name = NAME
 
@@ -60,54 +58,70 @@ class MambaForecaster:
         self.model: Any = None
         self.members: list[Any] = []
         self.columns: list[str] = []
+        self.forecast_columns: list[str] = []
         self.info: dict[str, Any] = {}
         self.step_seconds = float("nan")
 
     def training_data(
         self, train: MarketSplit, val: MarketSplit
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, y) training chunks and (x, y) whole validation series, labels at targets."""
+        """(x, y) training chunks and (x, y) whole validation series, labels at targets
+        (with the next-day forecast targets when the Mamba is trained to forecast)."""
         t = self.ctx.t
-        labels = sq.target_labels(len(train.rows), train.target_rows, train.y)
-        x, y = sq.training_chunks(
-            _inputs(train, self.columns),
-            train.target_series(),
-            labels,
+        return sq.fit_arrays(
+            train,
+            val,
+            self.columns,
             t.sequence_length,
             t.chunk_stride,
             t.burn_in,
+            self.forecast_columns,
         )
-        val_labels = sq.target_labels(len(val.rows), val.target_rows, val.y)
-        xv, yv = sq.full_series(_inputs(val, self.columns), val.series, val_labels)
-        return x, y, xv, yv
 
     def fit(self, train: MarketSplit, val: MarketSplit) -> None:
         """Train ``train.mamba.ensemble`` Mambas (member 0 from the context's seed, the rest
         from seeds derived from it) on the same chunks."""
         from reprolab.core.seeding import int_seed
+        from reprolab.models.mamba import keras_metrics as km
         from reprolab.models.mamba.fitting import fit_guarded
-        from reprolab.models.mamba.keras_metrics import sequence_compile_kwargs
-        from reprolab.models.mamba.model import build_mamba_sequence
+        from reprolab.models.mamba.model import (
+            build_mamba_forecasting,
+            build_mamba_sequence,
+            inference_model,
+        )
 
         t = self.ctx.t
         self.columns = input_columns(t.inputs, train.names)
         experts = expert_columns(t.expert_inputs, self.columns)
+        forecast = t.forecast_inputs if t.forecast_weight > 0 else []
+        self.forecast_columns = (
+            input_columns(forecast, train.names, "train.mamba.forecast_inputs") if forecast else []
+        )
         x, y, xv, yv = self.training_data(train, val)
-        n = len(self.columns)
+        n, k = len(self.columns), len(self.forecast_columns)
+        compile_kwargs = (
+            km.forecasting_compile_kwargs(t.forecast_weight) if k else km.sequence_compile_kwargs
+        )
+
+        def build(seed: int) -> Any:
+            if k:
+                return build_mamba_forecasting(n, t, k, seed=seed, expert_index=experts)
+            return build_mamba_sequence(n, t, seed=seed, expert_index=experts)
+
         self.members, summaries, steps = [], [], []
         for i in range(t.ensemble):
             seed = self.ctx.seed if i == 0 else int_seed(self.ctx.seed, "member", i)
             model, summary, step = fit_guarded(
-                lambda s=seed: build_mamba_sequence(n, t, seed=s, expert_index=experts),
+                lambda s=seed: build(s),
                 x,
                 y,
                 xv,
                 yv,
                 dataclasses.replace(self.ctx, seed=seed),
                 self.name if i == 0 else f"{self.name}_member_{i}",
-                compile_kwargs=sequence_compile_kwargs,
+                compile_kwargs=compile_kwargs,
             )
-            self.members.append(model)
+            self.members.append(inference_model(model))
             summaries.append(summary)
             steps.append(step)
         self.model = self.members[0]
@@ -116,23 +130,21 @@ class MambaForecaster:
             "params": int(self.model.count_params()),
             "inputs": self.columns,
             "expert_inputs": list(t.expert_inputs),
+            "forecast_inputs": self.forecast_columns,
+            "forecast_weight": t.forecast_weight if self.forecast_columns else 0.0,
             "members": t.ensemble,
             "training_chunks": len(x),
             "training_days_scored": int((y >= 0).sum()),
             "training": summaries[0] if t.ensemble == 1 else summaries,
         }
 
-    def predict_series(self, split: MarketSplit) -> tuple[np.ndarray, np.ndarray]:
-        """P(up) at every day of every series of ``split`` (padded layout; the members'
-        mean) and the layout's (series, day) position of each target."""
-        x, _ = sq.full_series(_inputs(split, self.columns), split.series)
+    def predict_series(self, x: np.ndarray) -> np.ndarray:
+        """P(up) at every day of whole series ``x`` (n, longest, inputs): the members' mean."""
         batch = max(1, min(len(x), 64))
-        p = np.mean([m.predict(x, batch_size=batch, verbose=0)[..., 0] for m in self.members], 0)
-        return p, np.stack(sq.positions(split.series, split.target_rows))
+        return np.mean([m.predict(x, batch_size=batch, verbose=0)[..., 0] for m in self.members], 0)
 
     def predict_proba(self, split: MarketSplit) -> np.ndarray:
-        p, (which, day) = self.predict_series(split)
-        return p[which, day].astype(np.float64)
+        return sq.at_targets(self.predict_series, split, self.columns)
 
     def save(self, directory: Path) -> None:
         """``model.keras`` (member 0), ``model_<i>.keras`` for the others, and

@@ -4,6 +4,8 @@ days that are not targets)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import ops
 
@@ -99,3 +101,59 @@ def sequence_compile_kwargs(learning_rate: float) -> dict:
         "loss": MaskedBinaryCrossentropy(),
         "metrics": [MaskedAccuracy(), BalancedAccuracy()],
     }
+
+
+@keras.saving.register_keras_serializable(package="reprolab")
+class ForecastingLoss(keras.losses.Loss):
+    """The masked cross-entropy of P(up) (channel 0) plus ``weight`` times the mean squared
+    error of the next-day forecasts ``y_pred[..., 1:]`` against ``y_true[..., 1:]``. A
+    forecast counts only on a scored day (label >= 0) whose target is finite, so validation
+    targets of NaN make the validation loss the cross-entropy alone (what early stopping
+    and the best epoch are chosen on)."""
+
+    def __init__(self, weight: float = 1.0, name: str = "forecasting_loss", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.weight = float(weight)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        bce = MaskedBinaryCrossentropy().call(y_true[..., 0], y_pred[..., 0])
+        target = y_true[..., 1:]
+        finite = ops.cast(ops.isfinite(target), "float32")
+        finite = finite * ops.cast(y_true[..., :1] >= 0.0, "float32")
+        target = ops.where(finite > 0, target, 0.0)
+        squared = ops.square(target - y_pred[..., 1:])
+        return bce + self.weight * ops.divide_no_nan(ops.sum(finite * squared), ops.sum(finite))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight": self.weight}
+
+
+class _PUp(keras.metrics.Metric):
+    """A direction metric of channel 0 (label, P(up)) of a forecasting model's output."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        super().update_state(y_true[..., 0], y_pred[..., 0], sample_weight)
+
+
+class _ForecastAccuracy(_PUp, MaskedAccuracy):
+    pass
+
+
+class _ForecastBalancedAccuracy(_PUp, BalancedAccuracy):
+    pass
+
+
+def forecasting_compile_kwargs(weight: float) -> Callable[[float], dict]:
+    """Compile arguments of :func:`~reprolab.models.mamba.model.build_mamba_forecasting`:
+    Adam + :class:`ForecastingLoss`, logging masked and balanced accuracy of P(up)."""
+
+    def kwargs(learning_rate: float) -> dict:
+        return {
+            "optimizer": keras.optimizers.Adam(learning_rate=learning_rate),
+            "loss": ForecastingLoss(weight),
+            "metrics": [_ForecastAccuracy(), _ForecastBalancedAccuracy()],
+        }
+
+    return kwargs

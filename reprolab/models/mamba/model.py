@@ -604,6 +604,24 @@ def build_mamba_classifier(
     return keras.Model(inputs, outputs, name="mamba_classifier")
 
 
+def _sequence_parts(
+    n_features: int,
+    arch: MambaTrainParams,
+    seed: int,
+    kw: dict[str, Any],
+    expert_index: Sequence[int],
+) -> tuple[Any, Any, Any]:
+    """(inputs, the stack's output at every day, the head's P(up) at every day)."""
+    inputs = keras.Input(shape=(None, n_features), name="series", **kw)
+    x = _mamba_stack(inputs, arch, seed, kw)
+    if arch.experts > 0:
+        head = RegimeMixtureHead(
+            arch.experts, expert_index, seed=int_seed(seed, "head"), name="head", **kw
+        )
+        return inputs, x, head([x, inputs])
+    return inputs, x, _sigmoid_head(x, seed, kw)
+
+
 def build_mamba_sequence(
     n_features: int,
     arch: MambaTrainParams,
@@ -621,15 +639,39 @@ def build_mamba_sequence(
     input columns ``expert_index``; with 0, one sigmoid unit.
     """
     kw: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
-    inputs = keras.Input(shape=(None, n_features), name="series", **kw)
-    x = _mamba_stack(inputs, arch, seed, kw)
-    if arch.experts > 0:
-        head = RegimeMixtureHead(
-            arch.experts, expert_index, seed=int_seed(seed, "head"), name="head", **kw
-        )
-        return keras.Model(inputs, head([x, inputs]), name="mamba_sequence")
-    outputs = _sigmoid_head(x, seed, kw)
-    return keras.Model(inputs, outputs, name="mamba_sequence")
+    inputs, _, p_up = _sequence_parts(n_features, arch, seed, kw, expert_index)
+    return keras.Model(inputs, p_up, name="mamba_sequence")
+
+
+def build_mamba_forecasting(
+    n_features: int,
+    arch: MambaTrainParams,
+    n_forecast: int,
+    seed: int = 0,
+    expert_index: Sequence[int] = (0,),
+) -> keras.Model:
+    """The training form of :func:`build_mamba_sequence`: beside P(up), a linear map of the
+    same state forecasts each of ``n_forecast`` next-day inputs at every day,
+    (L, 1 + n_forecast). Forecasting what comes next (tomorrow's return, range and volume,
+    which the regime's volatility drives) teaches the state the regime from every day's
+    evidence, not from the direction labels alone. :func:`inference_model` keeps the P(up)
+    path only."""
+    inputs, x, p_up = _sequence_parts(n_features, arch, seed, {}, expert_index)
+    forecast = keras.layers.Dense(
+        n_forecast,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=int_seed(seed, "forecast")),
+        name="forecast",
+    )(x)
+    both = keras.layers.Concatenate(name="p_up_and_forecast")([p_up, forecast])
+    return keras.Model(inputs, both, name="mamba_forecasting")
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The P(up) path of a (possibly forecasting) Mamba: the model that is saved, served and
+    stepped, sharing the trained layers."""
+    if model.name == "mamba_sequence":
+        return model
+    return keras.Model(model.inputs, model.get_layer("head").output, name="mamba_sequence")
 
 
 def load_mamba_model(path: str | Path, compile: bool = True) -> keras.Model:

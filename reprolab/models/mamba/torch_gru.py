@@ -1,4 +1,8 @@
-"""The PyTorch comparator: a GRU of the Mamba's parameter count, on the same windows.
+"""The PyTorch comparator: a GRU of the Mamba's parameter count that reads whole series.
+
+Series (batch, days, features) -> a logit of P(next return up) at every day, causal in the
+days; the loss is the binary cross-entropy over the labelled days only (a label below 0
+marks burn-in, padding and days that are not targets), as the Mamba's.
 
 Trained like the Keras models (Adam, early stopping on the validation loss, the best
 epoch's weights kept) and bitwise reproducible on CPU: seeded weights, a seeded batch order,
@@ -21,7 +25,8 @@ from reprolab.core.seeding import int_seed, rng
 
 
 def build_torch_gru(n_features: int, units: int, seed: int) -> Any:
-    """Window (batch, window, n_features) -> logit of P(next return up); seeded weights."""
+    """Series (batch, days, n_features) -> logit of P(next return up) at every day (batch,
+    days); seeded weights."""
     import torch
     from torch import nn
 
@@ -32,8 +37,8 @@ def build_torch_gru(n_features: int, units: int, seed: int) -> Any:
             self.head = nn.Linear(units, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            _, h = self.gru(x)
-            return self.head(h[-1]).squeeze(-1)
+            out, _ = self.gru(x)
+            return self.head(out).squeeze(-1)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(seed, "torch_gru") % 2**63)
@@ -49,13 +54,18 @@ class TorchFit:
 
 
 def _loss(model: Any, x: Any, y: Any) -> Any:
+    """Mean binary cross-entropy over the labelled days (``y >= 0``) of the batch."""
     import torch
 
-    return torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+    keep = (y >= 0).to(torch.float32)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        model(x), (y > 0.5).to(torch.float32), reduction="none"
+    )
+    return (bce * keep).sum() / keep.sum().clamp(min=1.0)
 
 
-def predict_proba(model: Any, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """P(up) for every window, float64."""
+def predict_proba(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """P(up) at every day of every series of ``x`` (n, days), float64."""
     import torch
 
     model.eval()
