@@ -27,6 +27,7 @@ from reprolab.core.io import write_json
 from reprolab.models.mamba import sequences as sq
 from reprolab.models.mamba.data import MarketSplit
 from reprolab.models.mamba.fitting import FitContext
+from reprolab.models.mamba.forecaster import input_columns
 
 
 class Comparator(Protocol):
@@ -183,13 +184,6 @@ class BoostedTrees(_Tabular):
 
 
 # --------------------------------------------------------------------------- recurrent nets
-def _sequence_setup(ctx: FitContext, train: MarketSplit) -> list[str]:
-    """The columns a recurrent comparator reads: the Mamba's inputs (``train.mamba.inputs``)."""
-    from reprolab.models.mamba.forecaster import input_columns
-
-    return input_columns(ctx.t.inputs, train.names)
-
-
 class KerasRecurrent:
     """A Keras GRU or LSTM (``train.mamba.comparator``) that reads each whole series like
     the Mamba: the same inputs, training chunks, burn-in, guard and schedule, sized to the
@@ -210,7 +204,7 @@ class KerasRecurrent:
         from reprolab.models.mamba.keras_metrics import sequence_compile_kwargs
 
         t = self.ctx.t
-        self.columns = _sequence_setup(self.ctx, train)
+        self.columns = input_columns(t.inputs, train.names)  # the Mamba's inputs
         x, y, xv, yv = sq.fit_arrays(
             train, val, self.columns, t.sequence_length, t.chunk_stride, t.burn_in
         )
@@ -271,7 +265,7 @@ class TorchGru:
         from reprolab.models.mamba.baselines import units_matching
 
         t = self.ctx.t
-        self.columns = _sequence_setup(self.ctx, train)
+        self.columns = input_columns(t.inputs, train.names)  # the Mamba's inputs
         x, y, xv, yv = sq.fit_arrays(
             train, val, self.columns, t.sequence_length, t.chunk_stride, t.burn_in
         )

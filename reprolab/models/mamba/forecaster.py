@@ -134,7 +134,7 @@ class MambaForecaster:
             "forecast_weight": t.forecast_weight if self.forecast_columns else 0.0,
             "members": t.ensemble,
             "training_chunks": len(x),
-            "training_days_scored": int((y >= 0).sum()),
+            "training_days_scored": int((sq.labels_of(y) >= 0).sum()),
             "training": summaries[0] if t.ensemble == 1 else summaries,
         }
 

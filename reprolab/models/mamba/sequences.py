@@ -112,6 +112,12 @@ def target_labels(n_rows: int, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def labels_of(y: np.ndarray) -> np.ndarray:
+    """The labels of a ``y`` from :func:`training_chunks`: itself, or its channel 0 when it
+    also carries forecast targets."""
+    return y[..., 0] if y.ndim == 3 else y
+
+
 def split_inputs(split: MarketSplit, columns: Sequence[str]) -> np.ndarray:
     """Every row's scaled ``columns`` of ``split``, in that order."""
     index = [split.names.index(c) for c in columns]
