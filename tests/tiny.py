@@ -8,12 +8,13 @@ instead of minutes; a test that needs something else says so with explicit overr
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reprolab.core.config import Params, parse_params
+from reprolab.core.config import Params, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,3 +120,10 @@ def write_params(directory: Path, **over: Any) -> None:
     """Write the tiny profile as ``directory/params.yaml``."""
     text = yaml.safe_dump(params_dict(**over), sort_keys=False)
     (Path(directory) / "params.yaml").write_text(text)
+
+
+@functools.cache
+def repo_params() -> Params:
+    """The repository's params.yaml (the values; the schema holds none), for tests that
+    take a section and change a few keys."""
+    return load_params(ROOT / "params.yaml")

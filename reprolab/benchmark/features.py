@@ -20,15 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprolab.core.config import BenchmarkGoals
-from reprolab.core.errors import ResourceLimitError, ValidationError
-from reprolab.core.goals import Goal, evaluate, goals_of
-from reprolab.datasets.markets.features import (
+from reprolab.build.markets.features import (
     FEATURES,
     compute_features,
     compute_features_frame,
     naive_features,
 )
+from reprolab.core.errors import ResourceLimitError, ValidationError
+from reprolab.core.goals import Goal, evaluate
 
 # float64 arrays alive per input row at peak: 5 inputs, the output and a chunk's temporaries.
 _BYTES_PER_ROW = 8 * (5 + 2 * len(FEATURES))
@@ -72,11 +71,11 @@ def run(
     min_periods: int = 60,
     repeats: int = 3,
     seed: int = 0,
-    goal: Goal | None = None,
+    *,
+    goal: Goal,
 ) -> dict[str, Any]:
     """Time both implementations; returns the metrics dict written to JSON, the slower of
-    the two fast paths judged against ``goal`` (default: ``validate.benchmark``'s)."""
-    goal = goals_of(BenchmarkGoals())["features_rows_per_s"] if goal is None else goal
+    the two fast paths judged against ``goal`` (``validate.benchmark``'s)."""
     if rows < 1 or series_length < 1 or repeats < 1:
         raise ValidationError("rows, series-length and repeats must be >= 1")
     t_len = min(series_length, rows)

@@ -36,10 +36,10 @@ def inference(t: MambaTrainParams, windows: int, budget_mb: int) -> dict[str, An
     targets (at least one series): the trained Mamba and the recurrent comparator each read
     those series whole (one pass predicts every day, as both were trained), and the
     Mamba's numpy step path predicts one new day for every series (the serving path)."""
-    from reprolab.core.keras_io import load_keras_model
+    from reprolab.guard.keras.saving import load_keras_model
     from reprolab.models.mamba import sequences as sq
     from reprolab.models.mamba.data import load_market_splits
-    from reprolab.models.mamba.step import MambaStepper
+    from reprolab.serve.mamba_step import MambaStepper
 
     data, names, _ = load_market_splits(MemoryBudget(budget_mb))
     test = data["test"]

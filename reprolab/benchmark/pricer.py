@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from reprolab.core import paths
-from reprolab.core.config import BenchmarkGoals
-from reprolab.core.goals import Goal, evaluate, goals_of
+from reprolab.core.goals import Goal, evaluate
 
 DEFAULT_MODEL = paths.model_dir("pinn") / "weights.npz"
 # The goals this benchmark reports on (their bounds: params.yaml validate.benchmark).
@@ -50,7 +49,7 @@ PRICER_GOALS = (
 _SERVE = """
 import json, sys
 import numpy as np
-from reprolab.models.pinn.serve import Pricer
+from reprolab.serve.pricer import Pricer
 p = Pricer.load(sys.argv[1], sys.argv[2])
 for i in range(1000):
     p.price(90.0 + 0.02 * i, 100.0, 0.5, 0.25, 0.03, "put")
@@ -152,13 +151,13 @@ def run(
     batch: int,
     tensorflow: bool,
     rounds: int = 5,
-    goals: dict[str, Goal] | None = None,
+    *,
+    goals: dict[str, Goal],
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as a JSON-ready dict, judged against ``goals``
-    (default: the schema's ``validate.benchmark``)."""
-    goals = goals_of(BenchmarkGoals()) if goals is None else goals
+    (``validate.benchmark``'s)."""
     from reprolab.datasets.options.blackscholes import bs_price_greeks
-    from reprolab.models.pinn.serve import Pricer
+    from reprolab.serve.pricer import Pricer
 
     contracts = _contracts(rounds * (calls + warmup))
     report: dict[str, Any] = {

@@ -30,20 +30,22 @@ from reprolab.core.goals import Goal
 PARAMS_FILE = "params.yaml"
 
 
-def _bounded(default: Any, **bounds: float) -> Any:
-    """A field with a default and numeric bounds (ge, gt, le, lt) checked on load."""
-    return field(default=default, metadata=bounds)
+def _bounded(**bounds: float) -> Any:
+    """A field with numeric bounds (ge, gt, le, lt) checked on load; its value lives in
+    params.yaml only."""
+    return field(metadata=bounds)
 
 
-def _list(default: list[Any], **bounds: Any) -> Any:
-    return field(default_factory=lambda: list(default), metadata=bounds)
+def _list(**bounds: Any) -> Any:
+    """A list field with a length bound (min_len) and bounds on every element."""
+    return field(metadata=bounds)
 
 
 # --------------------------------------------------------------------------- resources
 @dataclass(frozen=True)
 class ResourcesParams:
-    memory_budget_mb: int = _bounded(8192, ge=64, le=1_048_576)  # up to 1 TiB
-    progress: bool = True
+    memory_budget_mb: int = _bounded(ge=64, le=1_048_576)  # up to 1 TiB
+    progress: bool
 
 
 # --------------------------------------------------------------------------- markets
@@ -51,11 +53,11 @@ class ResourcesParams:
 class RegimeParams:
     """Hidden Markov regimes; entry k of every list belongs to regime k."""
 
-    names: list[str] = _list(["trending", "mean_reverting", "calm"], min_len=2)
-    mu: list[float] = _list([0.0004, 0.0, 0.0002], min_len=2, ge=-0.05, le=0.05)
-    phi: list[float] = _list([0.3, -0.3, 0.05], min_len=2, gt=-1.0, lt=1.0)
-    sigma: list[float] = _list([0.012, 0.02, 0.006], min_len=2, gt=0.0, le=0.5)
-    stay: list[float] = _list([0.985, 0.97, 0.99], min_len=2, gt=0.0, lt=1.0)
+    names: list[str] = _list(min_len=2)
+    mu: list[float] = _list(min_len=2, ge=-0.05, le=0.05)
+    phi: list[float] = _list(min_len=2, gt=-1.0, lt=1.0)
+    sigma: list[float] = _list(min_len=2, gt=0.0, le=0.5)
+    stay: list[float] = _list(min_len=2, gt=0.0, lt=1.0)
 
     def validate(self, path: str) -> None:
         n = len(self.names)
@@ -69,17 +71,17 @@ class RegimeParams:
 
 @dataclass(frozen=True)
 class MarketsGenerateParams:
-    n_symbols: int = _bounded(64, ge=1, le=100_000)
-    n_days: int = _bounded(2520, ge=100, le=100_000)
-    start_date: str = "2010-01-04"
-    initial_price: float = _bounded(100.0, gt=0.0)
-    symbols_per_part: int = _bounded(64, ge=1, le=100_000)  # symbols per parquet part
-    gap_scale: float = _bounded(0.25, ge=0.0, le=5.0)
-    wick_scale: float = _bounded(0.5, gt=0.0, le=5.0)
-    volume_base: float = _bounded(1.0e6, ge=1.0e3)
-    volume_vol_elasticity: float = _bounded(1.0, ge=0.0, le=5.0)
-    volume_noise: float = _bounded(0.3, gt=0.0, le=5.0)
-    regimes: RegimeParams = field(default_factory=RegimeParams)
+    n_symbols: int = _bounded(ge=1, le=100_000)
+    n_days: int = _bounded(ge=100, le=100_000)
+    start_date: str
+    initial_price: float = _bounded(gt=0.0)
+    symbols_per_part: int = _bounded(ge=1, le=100_000)  # symbols per parquet part
+    gap_scale: float = _bounded(ge=0.0, le=5.0)
+    wick_scale: float = _bounded(gt=0.0, le=5.0)
+    volume_base: float = _bounded(ge=1.0e3)
+    volume_vol_elasticity: float = _bounded(ge=0.0, le=5.0)
+    volume_noise: float = _bounded(gt=0.0, le=5.0)
+    regimes: RegimeParams
 
     def validate(self, path: str) -> None:
         try:
@@ -92,9 +94,9 @@ class MarketsGenerateParams:
 
 @dataclass(frozen=True)
 class SplitFractions:
-    train: float = _bounded(0.70, gt=0.0, lt=1.0)
-    val: float = _bounded(0.15, gt=0.0, lt=1.0)
-    test: float = _bounded(0.15, gt=0.0, lt=1.0)
+    train: float = _bounded(gt=0.0, lt=1.0)
+    val: float = _bounded(gt=0.0, lt=1.0)
+    test: float = _bounded(gt=0.0, lt=1.0)
 
     def validate(self, path: str) -> None:
         total = self.train + self.val + self.test
@@ -104,12 +106,12 @@ class SplitFractions:
 
 @dataclass(frozen=True)
 class MarketsAugmentParams:
-    copies: int = _bounded(0, ge=0, le=100)  # 0 switches augmentation off
-    jitter: float = _bounded(0.1, ge=0.0, le=2.0)
-    scale_min: float = _bounded(0.8, gt=0.0, le=10.0)
-    scale_max: float = _bounded(1.2, gt=0.0, le=10.0)
-    warp: float = _bounded(0.2, ge=0.0, le=1.0)
-    warp_knots: int = _bounded(4, ge=2, le=1000)
+    copies: int = _bounded(ge=0, le=100)  # 0 switches augmentation off
+    jitter: float = _bounded(ge=0.0, le=2.0)
+    scale_min: float = _bounded(gt=0.0, le=10.0)
+    scale_max: float = _bounded(gt=0.0, le=10.0)
+    warp: float = _bounded(ge=0.0, le=1.0)
+    warp_knots: int = _bounded(ge=2, le=1000)
 
     def validate(self, path: str) -> None:
         if self.scale_min > self.scale_max:
@@ -118,22 +120,22 @@ class MarketsAugmentParams:
 
 @dataclass(frozen=True)
 class MarketsSplitParams(SplitFractions):
-    embargo: int = _bounded(61, ge=0, le=100_000)
-    augment: MarketsAugmentParams = field(default_factory=MarketsAugmentParams)
+    embargo: int = _bounded(ge=0, le=100_000)
+    augment: MarketsAugmentParams
 
 
 @dataclass(frozen=True)
 class MarketsFeaturesParams:
-    window: int = _bounded(30, ge=2, le=10_000)
-    warmup: int = _bounded(60, ge=60, le=100_000)
-    max_nan_share: float = _bounded(0.0, ge=0.0, le=1.0)
+    window: int = _bounded(ge=2, le=10_000)
+    warmup: int = _bounded(ge=60, le=100_000)
+    max_nan_share: float = _bounded(ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
 class MarketsParams:
-    generate: MarketsGenerateParams = field(default_factory=MarketsGenerateParams)
-    split: MarketsSplitParams = field(default_factory=MarketsSplitParams)
-    features: MarketsFeaturesParams = field(default_factory=MarketsFeaturesParams)
+    generate: MarketsGenerateParams
+    split: MarketsSplitParams
+    features: MarketsFeaturesParams
 
     def validate(self, path: str) -> None:
         need = self.features.window + 1  # a window plus the one-step-ahead label
@@ -163,14 +165,14 @@ class MarketsParams:
 # --------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class OptionsDomain:
-    moneyness_min: float = _bounded(0.5, gt=0.0)
-    moneyness_max: float = _bounded(2.0, gt=0.0)
-    tau_min_days: float = _bounded(1.0, gt=0.0)
-    tau_max_days: float = _bounded(730.0, gt=0.0, le=36500.0)
-    sigma_min: float = _bounded(0.05, gt=0.0, le=5.0)
-    sigma_max: float = _bounded(0.8, gt=0.0, le=5.0)
-    r_min: float = _bounded(0.0, ge=-0.1, le=1.0)
-    r_max: float = _bounded(0.10, ge=-0.1, le=1.0)
+    moneyness_min: float = _bounded(gt=0.0)
+    moneyness_max: float = _bounded(gt=0.0)
+    tau_min_days: float = _bounded(gt=0.0)
+    tau_max_days: float = _bounded(gt=0.0, le=36500.0)
+    sigma_min: float = _bounded(gt=0.0, le=5.0)
+    sigma_max: float = _bounded(gt=0.0, le=5.0)
+    r_min: float = _bounded(ge=-0.1, le=1.0)
+    r_max: float = _bounded(ge=-0.1, le=1.0)
 
     def validate(self, path: str) -> None:
         for lo, hi in (
@@ -185,18 +187,18 @@ class OptionsDomain:
 
 @dataclass(frozen=True)
 class OptionsGenerateParams:
-    n_contracts: int = _bounded(600_000, ge=100, le=100_000_000)
-    sampler: Literal["sobol", "uniform"] = "sobol"
-    strike: float = _bounded(1.0, gt=0.0)
-    chunk_rows: int = _bounded(250_000, ge=1000, le=10_000_000)
-    domain: OptionsDomain = field(default_factory=OptionsDomain)
+    n_contracts: int = _bounded(ge=100, le=100_000_000)
+    sampler: Literal["sobol", "uniform"]
+    strike: float = _bounded(gt=0.0)
+    chunk_rows: int = _bounded(ge=1000, le=10_000_000)
+    domain: OptionsDomain
 
 
 @dataclass(frozen=True)
 class HeldoutRegion:
-    column: Literal["moneyness", "tau", "sigma", "r"] = "sigma"
-    low: float = 0.7
-    high: float = 0.8
+    column: Literal["moneyness", "tau", "sigma", "r"]
+    low: float
+    high: float
 
     def validate(self, path: str) -> None:
         if self.low >= self.high:
@@ -205,24 +207,24 @@ class HeldoutRegion:
 
 @dataclass(frozen=True)
 class OptionsSplitParams(SplitFractions):
-    train: float = _bounded(0.70, gt=0.0, lt=1.0)
-    val: float = _bounded(0.10, gt=0.0, lt=1.0)
-    test: float = _bounded(0.20, gt=0.0, lt=1.0)
-    heldout: HeldoutRegion = field(default_factory=HeldoutRegion)
+    train: float = _bounded(gt=0.0, lt=1.0)
+    val: float = _bounded(gt=0.0, lt=1.0)
+    test: float = _bounded(gt=0.0, lt=1.0)
+    heldout: HeldoutRegion
 
 
 @dataclass(frozen=True)
 class OptionsFeaturesParams:
-    n_interior: int = _bounded(100_000, ge=1, le=10_000_000)
-    n_terminal: int = _bounded(10_000, ge=1, le=10_000_000)
-    n_boundary: int = _bounded(10_000, ge=1, le=10_000_000)
+    n_interior: int = _bounded(ge=1, le=10_000_000)
+    n_terminal: int = _bounded(ge=1, le=10_000_000)
+    n_boundary: int = _bounded(ge=1, le=10_000_000)
 
 
 @dataclass(frozen=True)
 class OptionsParams:
-    generate: OptionsGenerateParams = field(default_factory=OptionsGenerateParams)
-    split: OptionsSplitParams = field(default_factory=OptionsSplitParams)
-    features: OptionsFeaturesParams = field(default_factory=OptionsFeaturesParams)
+    generate: OptionsGenerateParams
+    split: OptionsSplitParams
+    features: OptionsFeaturesParams
 
     def validate(self, path: str) -> None:
         d = self.generate.domain
@@ -247,13 +249,13 @@ class OptionsParams:
 class ContextsGenerateParams:
     # about 4.5 ms of CPU and 10 KB of memory a program (measured), all held at once:
     # the bound keeps generate@contexts within about 8 minutes and 1 GB
-    n_programs: int = _bounded(1500, ge=30, le=100_000)
-    min_steps: int = _bounded(2, ge=1, le=5)
-    max_steps: int = _bounded(4, ge=1, le=5)
-    n_tests: int = _bounded(6, ge=3, le=24)  # hidden unit tests per program
-    distractors: int = _bounded(2, ge=0, le=10)  # other programs mixed into each raw context
-    noise: float = _bounded(0.5, ge=0.0, le=1.0)  # share of chatter, logs and near-duplicates
-    corrections: float = _bounded(0.3, ge=0.0, le=1.0)  # chance a constant is corrected later
+    n_programs: int = _bounded(ge=30, le=100_000)
+    min_steps: int = _bounded(ge=1, le=5)
+    max_steps: int = _bounded(ge=1, le=5)
+    n_tests: int = _bounded(ge=3, le=24)  # hidden unit tests per program
+    distractors: int = _bounded(ge=0, le=10)  # other programs mixed into each raw context
+    noise: float = _bounded(ge=0.0, le=1.0)  # share of chatter, logs and near-duplicates
+    corrections: float = _bounded(ge=0.0, le=1.0)  # chance a constant is corrected later
 
     def validate(self, path: str) -> None:
         if self.min_steps > self.max_steps:
@@ -262,132 +264,134 @@ class ContextsGenerateParams:
 
 @dataclass(frozen=True)
 class ContextsAugmentParams:
-    copies: int = _bounded(1, ge=0, le=100)  # re-rendered raw contexts per training program
-    noise: float = _bounded(0.8, ge=0.0, le=1.0)
-    corrections: float = _bounded(0.5, ge=0.0, le=1.0)
+    copies: int = _bounded(ge=0, le=100)  # re-rendered raw contexts per training program
+    noise: float = _bounded(ge=0.0, le=1.0)
+    corrections: float = _bounded(ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
 class ContextsSplitParams(SplitFractions):
-    augment: ContextsAugmentParams = field(default_factory=ContextsAugmentParams)
+    augment: ContextsAugmentParams
 
 
 @dataclass(frozen=True)
 class ContextsFeaturesParams:
-    vocab_size: int = _bounded(1024, ge=300, le=1_000_000)  # byte-level BPE: 256 bytes + merges
-    min_frequency: int = _bounded(2, ge=1, le=1_000_000)
+    vocab_size: int = _bounded(ge=300, le=1_000_000)  # byte-level BPE: 256 bytes + merges
+    min_frequency: int = _bounded(ge=1, le=1_000_000)
     # longer contexts fail loudly, never truncated
-    max_prompt_tokens: int = _bounded(1024, ge=8, le=131072)
-    max_target_tokens: int = _bounded(128, ge=4, le=131072)
+    max_prompt_tokens: int = _bounded(ge=8, le=131072)
+    max_target_tokens: int = _bounded(ge=4, le=131072)
 
 
 @dataclass(frozen=True)
 class ContextsParams:
-    generate: ContextsGenerateParams = field(default_factory=ContextsGenerateParams)
-    split: ContextsSplitParams = field(default_factory=ContextsSplitParams)
-    features: ContextsFeaturesParams = field(default_factory=ContextsFeaturesParams)
+    generate: ContextsGenerateParams
+    split: ContextsSplitParams
+    features: ContextsFeaturesParams
 
 
 # --------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class GuardParams:
-    """The training guard (reprolab/guard/keras.py): what to do on OOM, NaN/Inf and signals."""
+    """The training guard (reprolab/guard/keras/fit.py): what to do on OOM, NaN/Inf and signals."""
 
     # OOM: halve the batch down to this, then fail
-    min_batch_size: int = _bounded(8, ge=1, le=1_000_000)
+    min_batch_size: int = _bounded(ge=1, le=1_000_000)
     # NaN/Inf: halve the learning rate at most k times
-    max_nan_retries: int = _bounded(3, ge=0, le=100)
+    max_nan_retries: int = _bounded(ge=0, le=100)
 
 
 @dataclass(frozen=True)
 class HmmParams:
     """The Gaussian HMM comparator: EM on the training split, the state count by BIC."""
 
-    states: list[int] = _list([2, 3, 4], min_len=1, ge=1, le=16)  # candidates for BIC
-    inits: int = _bounded(3, ge=1, le=100)  # EM restarts per state count, best likelihood kept
-    iterations: int = _bounded(200, ge=1, le=100_000)  # EM iterations at most
+    states: list[int] = _list(min_len=1, ge=1, le=16)  # candidates for BIC
+    inits: int = _bounded(ge=1, le=100)  # EM restarts per state count, best likelihood kept
+    iterations: int = _bounded(ge=1, le=100_000)  # EM iterations at most
 
 
 @dataclass(frozen=True)
 class MambaTrainParams:
-    d_model: int = _bounded(8, ge=2, le=4096)
-    d_state: int = _bounded(8, ge=1, le=1024)
-    d_conv: int = _bounded(4, ge=1, le=64)
-    expand: int = _bounded(2, ge=1, le=8)
-    n_layers: int = _bounded(1, ge=1, le=64)
+    d_model: int = _bounded(ge=2, le=4096)
+    d_state: int = _bounded(ge=1, le=1024)
+    d_conv: int = _bounded(ge=1, le=64)
+    expand: int = _bounded(ge=1, le=8)
+    n_layers: int = _bounded(ge=1, le=64)
     # RMSNorm before each block and the head; "none" keeps each step's magnitude, which is how
     # a volatility regime shows itself (measured: docs/models.md)
-    norm: Literal["none", "rms"] = "none"
-    scan: Literal["auto", "loop", "materialized", "chunked", "associative"] = "auto"
-    chunk_size: int = _bounded(16, ge=1, le=4096)
-    epochs: int = _bounded(20, ge=1, le=10_000)
-    patience: int = _bounded(3, ge=1, le=10_000)  # early stopping on validation loss
-    batch_size: int = _bounded(32, ge=1, le=1_000_000)
-    learning_rate: float = _bounded(1e-2, gt=0.0, le=1.0)
-    schedule: Literal["constant", "cosine"] = "cosine"  # per epoch, on learning_rate
-    min_lr_ratio: float = _bounded(0.05, ge=0.0, le=1.0)  # cosine: the last epoch's factor
-    comparator: Literal["gru", "lstm"] = "gru"
+    norm: Literal["none", "rms"]
+    scan: Literal["auto", "loop", "materialized", "chunked", "associative"]
+    chunk_size: int = _bounded(ge=1, le=4096)
+    epochs: int = _bounded(ge=1, le=10_000)
+    patience: int = _bounded(ge=1, le=10_000)  # early stopping on validation loss
+    batch_size: int = _bounded(ge=1, le=1_000_000)
+    learning_rate: float = _bounded(gt=0.0, le=1.0)
+    schedule: Literal["constant", "cosine"]  # per epoch, on learning_rate
+    min_lr_ratio: float = _bounded(ge=0.0, le=1.0)  # cosine: the last epoch's factor
+    comparator: Literal["gru", "lstm"]
     # feature columns the Mamba reads, in order (data/features/markets/registry.json names);
     # an empty list reads every feature
-    inputs: list[str] = _list(["log_return", "gap", "range_hl", "body", "log_volume"])
+    inputs: list[str] = _list()
     # the head: 0 is one sigmoid unit on the last layer; k > 0 mixes k experts, each a
     # logistic function of the day's expert_inputs (today's return), with weights the
     # Mamba's state gives every day (a learned regime filter's posterior)
-    experts: int = _bounded(4, ge=0, le=64)
-    expert_inputs: list[str] = _list(["log_return"], min_len=1)
-    ensemble: int = _bounded(1, ge=1, le=16)  # Mambas trained from derived seeds, averaged
+    experts: int = _bounded(ge=0, le=64)
+    expert_inputs: list[str] = _list(min_len=1)
+    ensemble: int = _bounded(ge=1, le=16)  # Mambas trained from derived seeds, averaged
     # while training, the Mamba also forecasts these next-day inputs from its state, their
     # squared error added to the loss with this weight (0 or no columns: the labels alone)
-    forecast_inputs: list[str] = _list(["log_return", "range_hl", "log_volume"], min_len=0)
-    forecast_weight: float = _bounded(1.0, ge=0.0, le=1000.0)
+    forecast_inputs: list[str] = _list(min_len=0)
+    forecast_weight: float = _bounded(ge=0.0, le=1000.0)
     # The Mamba reads each series whole (a prediction every day); training cuts the training
     # series into chunks of sequence_length days, starting every chunk_stride days, whose
     # first burn_in days carry no loss (the state warms up, as it has at inference)
-    sequence_length: int = _bounded(256, ge=2, le=100_000)
-    burn_in: int = _bounded(64, ge=0, le=100_000)
-    chunk_stride: int = _bounded(32, ge=1, le=100_000)
-    hmm: HmmParams = field(default_factory=HmmParams)
-    bootstrap: int = _bounded(1000, ge=10, le=1_000_000)  # resamples for accuracy intervals
-    per_symbol: bool = False  # one model per symbol, trained in a process pool
-    jobs: int = _bounded(2, ge=1, le=1024)
-    guard: GuardParams = field(default_factory=GuardParams)
+    sequence_length: int = _bounded(ge=2, le=100_000)
+    burn_in: int = _bounded(ge=0, le=100_000)
+    chunk_stride: int = _bounded(ge=1, le=100_000)
+    hmm: HmmParams
+    bootstrap: int = _bounded(ge=10, le=1_000_000)  # resamples for accuracy intervals
+    per_symbol: bool  # one model per symbol, trained in a process pool
+    jobs: int = _bounded(ge=1, le=1024)
+    guard: GuardParams
 
 
 @dataclass(frozen=True)
 class PinnLossWeights:
-    price: float = _bounded(1.0, ge=0.0)
-    delta: float = _bounded(0.1, ge=0.0)
-    pde: float = _bounded(0.01, ge=0.0)
-    terminal: float = _bounded(1.0, ge=0.0)
-    boundary: float = _bounded(1.0, ge=0.0)
+    price: float = _bounded(ge=0.0)
+    delta: float = _bounded(ge=0.0)
+    pde: float = _bounded(ge=0.0)
+    terminal: float = _bounded(ge=0.0)
+    boundary: float = _bounded(ge=0.0)
 
 
 @dataclass(frozen=True)
 class PinnTrainParams:
     """Each phase runs one guarded call per learning rate in its list (a step decay)."""
 
-    hidden: int = _bounded(64, ge=1, le=4096)
-    depth: int = _bounded(3, ge=1, le=64)
-    batch_size: int = _bounded(256, ge=1, le=1_000_000)
-    rows_per_epoch: int = _bounded(65536, ge=1, le=100_000_000)
-    epochs_supervised: int = _bounded(15, ge=0, le=10_000)
-    lr_supervised: list[float] = _list([3e-3, 1e-3, 3e-4], min_len=1, gt=0.0, le=1.0)
-    epochs_physics: int = _bounded(12, ge=0, le=10_000)
-    lr_physics: list[float] = _list([1e-3, 3e-4, 1e-4], min_len=1, gt=0.0, le=1.0)
-    epochs_rar: int = _bounded(12, ge=0, le=10_000)  # per refinement round
-    lr_rar: list[float] = _list([1e-4, 5e-5, 2.5e-5], min_len=0, gt=0.0, le=1.0)  # a round each
-    rar_candidates: int = _bounded(20000, ge=1, le=10_000_000)
-    rar_points: int = _bounded(4000, ge=1, le=10_000_000)
-    rar_repeat: int = _bounded(4, ge=1, le=1000)
+    hidden: int = _bounded(ge=1, le=4096)
+    depth: int = _bounded(ge=1, le=64)
+    batch_size: int = _bounded(ge=1, le=1_000_000)
+    rows_per_epoch: int = _bounded(ge=1, le=100_000_000)
+    epochs_supervised: int = _bounded(ge=0, le=10_000)
+    lr_supervised: list[float] = _list(min_len=1, gt=0.0, le=1.0)
+    epochs_physics: int = _bounded(ge=0, le=10_000)
+    lr_physics: list[float] = _list(min_len=1, gt=0.0, le=1.0)
+    epochs_rar: int = _bounded(ge=0, le=10_000)  # per refinement round
+    lr_rar: list[float] = _list(min_len=0, gt=0.0, le=1.0)  # a round each
+    rar_candidates: int = _bounded(ge=1, le=10_000_000)
+    rar_points: int = _bounded(ge=1, le=10_000_000)
+    rar_repeat: int = _bounded(ge=1, le=1000)
     # the last step: full-batch L-BFGS on polish_rows training rows plus every terminal and
     # boundary point (0 iterations: none)
-    polish_iterations: int = _bounded(1200, ge=0, le=100_000)
-    polish_rows: int = _bounded(131072, ge=1, le=10_000_000)
-    n_val: int = _bounded(16384, ge=1, le=10_000_000)
-    patience: int = _bounded(4, ge=1, le=10_000)
-    adam_epsilon: float = _bounded(1e-12, gt=0.0, le=1.0)
-    loss_weights: PinnLossWeights = field(default_factory=PinnLossWeights)
-    guard: GuardParams = field(default_factory=GuardParams)
+    polish_iterations: int = _bounded(ge=0, le=100_000)
+    polish_rows: int = _bounded(ge=1, le=10_000_000)
+    n_val: int = _bounded(ge=1, le=10_000_000)
+    patience: int = _bounded(ge=1, le=10_000)
+    adam_epsilon: float = _bounded(gt=0.0, le=1.0)
+    schedule: Literal["constant", "cosine"]  # per epoch, within each Adam phase
+    min_lr_ratio: float = _bounded(ge=0.0, le=1.0)  # cosine: the last epoch's factor
+    loss_weights: PinnLossWeights
+    guard: GuardParams
 
     def validate(self, path: str) -> None:
         if self.rar_points > self.rar_candidates:
@@ -398,13 +402,13 @@ class PinnTrainParams:
 class CetModelParams:
     """The base causal LM built locally from a config (when ``base_model`` is empty)."""
 
-    arch: Literal["qwen2", "llama"] = "qwen2"
-    hidden_size: int = _bounded(128, ge=8, le=16384)
-    num_layers: int = _bounded(4, ge=1, le=256)
-    num_heads: int = _bounded(4, ge=1, le=256)
-    num_kv_heads: int = _bounded(2, ge=1, le=256)
-    intermediate_size: int = _bounded(384, ge=8, le=65536)
-    max_positions: int = _bounded(1024, ge=64, le=131072)
+    arch: Literal["qwen2", "llama"]
+    hidden_size: int = _bounded(ge=8, le=16384)
+    num_layers: int = _bounded(ge=1, le=256)
+    num_heads: int = _bounded(ge=1, le=256)
+    num_kv_heads: int = _bounded(ge=1, le=256)
+    intermediate_size: int = _bounded(ge=8, le=65536)
+    max_positions: int = _bounded(ge=64, le=131072)
 
     def validate(self, path: str) -> None:
         if self.hidden_size % self.num_heads:
@@ -415,23 +419,21 @@ class CetModelParams:
 
 @dataclass(frozen=True)
 class CetAdapterParams:
-    method: Literal["lora", "qlora"] = "lora"  # qlora: 4-bit NF4 base (bitsandbytes)
-    r: int = _bounded(16, ge=1, le=1024)
-    alpha: float = _bounded(32.0, gt=0.0)
-    dropout: float = _bounded(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = _list(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_len=1
-    )
+    method: Literal["lora", "qlora"]  # qlora: 4-bit NF4 base (bitsandbytes)
+    r: int = _bounded(ge=1, le=1024)
+    alpha: float = _bounded(gt=0.0)
+    dropout: float = _bounded(ge=0.0, lt=1.0)
+    target_modules: list[str] = _list(min_len=1)
 
 
 @dataclass(frozen=True)
 class CetPhaseParams:
-    steps: int = _bounded(100, ge=0, le=10_000_000)
-    batch_size: int = _bounded(8, ge=1, le=65536)
-    learning_rate: float = _bounded(1e-3, gt=0.0, le=1.0)  # the peak, under a schedule
-    schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
-    warmup_steps: int = _bounded(0, ge=0, le=10_000_000)  # linear warm-up from lr/warmup
-    min_lr_ratio: float = _bounded(0.1, ge=0.0, le=1.0)  # where the cosine ends
+    steps: int = _bounded(ge=0, le=10_000_000)
+    batch_size: int = _bounded(ge=1, le=65536)
+    learning_rate: float = _bounded(gt=0.0, le=1.0)  # the peak, under a schedule
+    schedule: Literal["constant", "cosine"]  # after the warm-up
+    warmup_steps: int = _bounded(ge=0, le=10_000_000)  # linear warm-up from lr/warmup
+    min_lr_ratio: float = _bounded(ge=0.0, le=1.0)  # where the cosine ends
 
     def validate(self, path: str) -> None:
         if self.warmup_steps > self.steps:
@@ -440,55 +442,47 @@ class CetPhaseParams:
 
 @dataclass(frozen=True)
 class CetScstParams(CetPhaseParams):
-    steps: int = _bounded(24, ge=0, le=10_000_000)
-    batch_size: int = _bounded(8, ge=1, le=65536)
-    learning_rate: float = _bounded(2e-4, gt=0.0, le=1.0)
-    temperature: float = _bounded(0.7, gt=0.0, le=10.0)
-    top_p: float = _bounded(0.9, gt=0.0, le=1.0)
-    kl_coef: float = _bounded(0.02, ge=0.0)  # penalty towards the base (adapters disabled)
-    grad_clip: float = _bounded(1.0, gt=0.0)
-    val_every: int = _bounded(8, ge=1, le=10_000_000)  # steps between validation pass-rate checks
+    steps: int = _bounded(ge=0, le=10_000_000)
+    batch_size: int = _bounded(ge=1, le=65536)
+    learning_rate: float = _bounded(gt=0.0, le=1.0)
+    temperature: float = _bounded(gt=0.0, le=10.0)
+    top_p: float = _bounded(gt=0.0, le=1.0)
+    kl_coef: float = _bounded(ge=0.0)  # penalty towards the base (adapters disabled)
+    grad_clip: float = _bounded(gt=0.0)
+    val_every: int = _bounded(ge=1, le=10_000_000)  # steps between validation pass-rate checks
     # validation programs per check (a fixed subset)
-    val_programs: int = _bounded(64, ge=1, le=100_000)
-    rollback_floor: float = _bounded(0.7, ge=0.0, le=1.0)  # roll back below this pass rate
-    rollback_margin: float = _bounded(0.05, ge=0.0, le=1.0)  # ... or this far below the best
-    rollback_lr_factor: float = _bounded(0.5, gt=0.0, lt=1.0)
-    max_rollbacks: int = _bounded(3, ge=0, le=1000)  # then SCST stops at the last good checkpoint
+    val_programs: int = _bounded(ge=1, le=100_000)
+    rollback_floor: float = _bounded(ge=0.0, le=1.0)  # roll back below this pass rate
+    rollback_margin: float = _bounded(ge=0.0, le=1.0)  # ... or this far below the best
+    rollback_lr_factor: float = _bounded(gt=0.0, lt=1.0)
+    max_rollbacks: int = _bounded(ge=0, le=1000)  # then SCST stops at the last good checkpoint
 
 
 @dataclass(frozen=True)
 class CetTrainParams:
     """Phase 1 pre-trains the base (full parameters), 2 fine-tunes adapters, 3 runs SCST."""
 
-    base_model: str = ""  # empty: build from ``model``; else a hub id or a local directory
-    model: CetModelParams = field(default_factory=CetModelParams)
-    adapter: CetAdapterParams = field(default_factory=CetAdapterParams)
+    base_model: str  # empty: build from ``model``; else a hub id or a local directory
+    model: CetModelParams
+    adapter: CetAdapterParams
     # Warm-up and cosine let a higher peak work (measured: see the README, train@cet).
-    pretrain: CetPhaseParams = field(
-        default_factory=lambda: CetPhaseParams(
-            steps=1400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
-        )
-    )
-    sft: CetPhaseParams = field(
-        default_factory=lambda: CetPhaseParams(
-            steps=400, batch_size=64, learning_rate=4e-3, schedule="cosine", warmup_steps=40
-        )
-    )
-    scst: CetScstParams = field(default_factory=CetScstParams)
+    pretrain: CetPhaseParams
+    sft: CetPhaseParams
+    scst: CetScstParams
     # A line with a label is drawn into pretrain/SFT batches this many times as often as a
     # line without one (noise, other programs): most lines are easy noise.
-    label_weight: float = _bounded(4.0, ge=1.0, le=1000.0)
+    label_weight: float = _bounded(ge=1.0, le=1000.0)
     # ... and a line naming another program (the hard negatives) this many times as often.
-    other_program_weight: float = _bounded(1.0, ge=1.0, le=1000.0)
-    max_new_tokens: int = _bounded(32, ge=1, le=4096)  # per line label
-    eval_batch_size: int = _bounded(64, ge=1, le=65536)  # lines per greedy batch
-    checkpoint_every: int = _bounded(50, ge=1, le=10_000_000)  # optimizer steps between checkpoints
-    threads: int = _bounded(2, ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
-    reconstruct_workers: int = _bounded(1, ge=1, le=64)
-    qlora_probe_steps: int = _bounded(4, ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
-    distributed: Literal["none", "ddp"] = "none"  # ddp: SFT over nproc gloo/nccl processes
-    nproc: int = _bounded(2, ge=1, le=1024)
-    guard: GuardParams = field(default_factory=lambda: GuardParams(min_batch_size=1))
+    other_program_weight: float = _bounded(ge=1.0, le=1000.0)
+    max_new_tokens: int = _bounded(ge=1, le=4096)  # per line label
+    eval_batch_size: int = _bounded(ge=1, le=65536)  # lines per greedy batch
+    checkpoint_every: int = _bounded(ge=1, le=10_000_000)  # optimizer steps between checkpoints
+    threads: int = _bounded(ge=1, le=1024)  # torch threads; fixed so results are bitwise equal
+    reconstruct_workers: int = _bounded(ge=1, le=64)
+    qlora_probe_steps: int = _bounded(ge=0, le=1000)  # steps timed for the LoRA/QLoRA report
+    distributed: Literal["none", "ddp"]  # ddp: SFT over nproc gloo/nccl processes
+    nproc: int = _bounded(ge=1, le=1024)
+    guard: GuardParams
 
     def validate(self, path: str) -> None:
         if self.distributed == "ddp" and self.sft.batch_size < self.nproc:
@@ -501,18 +495,18 @@ class CetTrainParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    mamba: MambaTrainParams = field(default_factory=MambaTrainParams)
-    pinn: PinnTrainParams = field(default_factory=PinnTrainParams)
-    cet: CetTrainParams = field(default_factory=CetTrainParams)
+    mamba: MambaTrainParams
+    pinn: PinnTrainParams
+    cet: CetTrainParams
 
 
 @dataclass(frozen=True)
 class WalkForwardParams:
     """Expanding-window folds for the Mamba and the best comparator (walk_forward stage)."""
 
-    folds: int = _bounded(3, ge=1, le=20)  # each trains train.mamba's configuration as is
-    min_train_share: float = _bounded(0.5, gt=0.0, lt=1.0)  # calendar before the first test
-    val_share: float = _bounded(0.15, gt=0.0, lt=0.5)  # of each fold's training calendar
+    folds: int = _bounded(ge=1, le=20)  # each trains train.mamba's configuration as is
+    min_train_share: float = _bounded(gt=0.0, lt=1.0)  # calendar before the first test
+    val_share: float = _bounded(gt=0.0, lt=0.5)  # of each fold's training calendar
 
 
 # --------------------------------------------------------------------------- validate
@@ -525,28 +519,27 @@ class _Goals:
             Goal.parse(getattr(self, f.name), f"{path}.{f.name}")
 
 
-def _goal(default: str, meaning: str) -> Any:
-    """A goal field: its default bound and what passing it says (written beside each gate)."""
-    return field(default=default, metadata={"meaning": meaning})
+def _goal(meaning: str) -> Any:
+    """A goal field: what passing it says (written beside each gate); its bound lives in
+    params.yaml only."""
+    return field(metadata={"meaning": meaning})
 
 
 @dataclass(frozen=True)
 class DataGoals(_Goals):  # every dataset, from data/split and data/features
     schema_mismatches: str = _goal(
-        "<= 0", "parts whose columns or dtypes differ from their dataset's first part"
+        "parts whose columns or dtypes differ from their dataset's first part"
     )
-    missing_share: str = _goal("<= 0", "largest NaN share of any split column (raw values)")
+    missing_share: str = _goal("largest NaN share of any split column (raw values)")
     split_overlaps: str = _goal(
-        "<= 0",
         "keys in more than one split: market (symbol, date) rows and label dates, option "
         "contracts, context programs and templates",
     )
-    augmented_outside_train: str = _goal("<= 0", "augmented rows in val or test")
+    augmented_outside_train: str = _goal("augmented rows in val or test")
     embargo_shortfall_days: str = _goal(
-        "<= 0", "trading days by which a gap between market splits falls short of the embargo"
+        "trading days by which a gap between market splits falls short of the embargo"
     )
     lookahead_changed_rows: str = _goal(
-        "<= 0",
         "market feature rows at or before t that change when the raw rows after t are "
         "perturbed (a probe on a sample of series)",
     )
@@ -555,64 +548,55 @@ class DataGoals(_Goals):  # every dataset, from data/split and data/features
 @dataclass(frozen=True)
 class ResourceGoals(_Goals):  # metrics/resources/<stage>.json of every stage before validate
     stages_over_memory_budget: str = _goal(
-        "<= 0", "stages whose peak RSS exceeded resources.memory_budget_mb (or not measured)"
+        "stages whose peak RSS exceeded resources.memory_budget_mb (or not measured)"
     )
 
 
 @dataclass(frozen=True)
 class MambaGoals(_Goals):  # test split
     expected_accuracy_minus_oracle: str = _goal(
-        ">= -0.001",
         "expected accuracy under the oracle's probabilities minus the oracle's own "
         "(a fraction: -0.001 is -0.1 point)",
     )
     margin_over_best_comparator_ci95_high: str = _goal(
-        ">= 0",
         "upper end of the paired 95% interval (date blocks) of the Mamba's expected accuracy "
         "minus the best comparator's, same windows: not worse beyond noise",
     )
     walk_forward_margin_ci95_high: str = _goal(
-        ">= 0",
         "the same, pooled over the walk-forward folds: the Mamba against the best other "
         "walk-forward model, same (symbol, date) rows",
     )
     models_above_oracle: str = _goal(
-        "<= 0",
         "models whose accuracy beats the oracle's beyond noise (paired 95%, date blocks): a leak",
     )
 
 
 @dataclass(frozen=True)
 class PinnGoals(_Goals):  # in-domain test split, strike K = 1
-    price_rel_l2: str = _goal("<= 1e-4", "relative L2 error of the call price")
-    price_max_abs_k: str = _goal("<= 5e-4", "largest absolute price error, in units of K")
-    price_mean_abs_k: str = _goal("<= 3e-5", "mean absolute price error, in units of K")
-    pde_residual_rms: str = _goal("<= 1e-3", "RMS of the Black-Scholes PDE residual")
-    delta_max_abs: str = _goal("<= 5e-3", "largest absolute delta error")
-    gamma_p95_rel: str = _goal("<= 0.02", "95th percentile of the relative gamma error")
-    vega_p95_rel_atm: str = _goal(
-        "<= 0.01", "95th percentile of the relative vega error near the money"
-    )
+    price_rel_l2: str = _goal("relative L2 error of the call price")
+    price_max_abs_k: str = _goal("largest absolute price error, in units of K")
+    price_mean_abs_k: str = _goal("mean absolute price error, in units of K")
+    pde_residual_rms: str = _goal("RMS of the Black-Scholes PDE residual")
+    delta_max_abs: str = _goal("largest absolute delta error")
+    gamma_p95_rel: str = _goal("95th percentile of the relative gamma error")
+    vega_p95_rel_atm: str = _goal("95th percentile of the relative vega error near the money")
     fresh_price_rel_l2: str = _goal(
-        "<= 1e-4", "relative L2 error of the call price, fresh sample over the trained box"
+        "relative L2 error of the call price, fresh sample over the trained box"
     )
     fresh_price_max_abs_k: str = _goal(
-        "<= 5e-4", "largest absolute price error in units of K, fresh sample over the box"
+        "largest absolute price error in units of K, fresh sample over the box"
     )
     fresh_price_mean_abs_k: str = _goal(
-        "<= 3e-5", "mean absolute price error in units of K, fresh sample over the box"
+        "mean absolute price error in units of K, fresh sample over the box"
     )
-    put_price_rel_l2: str = _goal(
-        "<= 1e-4", "relative L2 error of the put price (served by put-call parity)"
-    )
+    put_price_rel_l2: str = _goal("relative L2 error of the put price (served by put-call parity)")
     fresh_put_price_rel_l2: str = _goal(
-        "<= 1e-4", "relative L2 error of the put price, fresh sample over the trained box"
+        "relative L2 error of the put price, fresh sample over the trained box"
     )
     put_call_parity_max_abs_k: str = _goal(
-        "<= 1e-9", "largest |C - P - (S - K e^-r tau)| / K of the served prices"
+        "largest |C - P - (S - K e^-r tau)| / K of the served prices"
     )
     quantlib_max_abs_k: str = _goal(
-        "<= 1e-9",
         "largest gap between the closed form the PINN is judged by and QuantLib's "
         "AnalyticEuropeanEngine, seeded sample: the yardstick checked from outside",
     )
@@ -620,44 +604,38 @@ class PinnGoals(_Goals):  # in-domain test split, strike K = 1
 
 @dataclass(frozen=True)
 class CetGoals(_Goals):  # held-out test programs
-    pass_rate: str = _goal(">= 0.95", "share of held-out programs whose tests pass")
-    compression: str = _goal("<= 0.3", "engineered context tokens over raw context tokens")
-    margin_over_heuristic: str = _goal(
-        ">= 0.3", "pass rate minus the keyword heuristic's, same programs"
-    )
-    gold_pass_rate: str = _goal(
-        ">= 1", "pass rate of the gold contexts: the reconstructor's own check"
-    )
+    pass_rate: str = _goal("share of held-out programs whose tests pass")
+    compression: str = _goal("engineered context tokens over raw context tokens")
+    margin_over_heuristic: str = _goal("pass rate minus the keyword heuristic's, same programs")
+    gold_pass_rate: str = _goal("pass rate of the gold contexts: the reconstructor's own check")
 
 
 @dataclass(frozen=True)
 class BenchmarkGoals(_Goals):
-    numpy_single_p95_us: str = _goal("<= 100", "p95 of one price + Greeks, numpy server")
-    tf_single_p95_us: str = _goal("<= 1000", "p95 of one price + Greeks, tf.function")
-    cached_p95_us: str = _goal("<= 10", "p95 of a cached repeat")
-    batch_prices_per_s: str = _goal(">= 1e6", "batch prices per second")
-    batch_greeks_per_s: str = _goal(">= 1.5e5", "batch prices with Greeks per second")
-    serving_rss_mib: str = _goal("<= 150", "peak RSS of the serving process")
-    artifact_bytes: str = _goal("<= 1e6", "size of the exported pricer")
-    features_rows_per_s: str = _goal(">= 1e6", "market feature rows per second")
-    mamba_over_comparator_step_ratio: str = _goal(
-        "<= 3", "Mamba training step over the equal-size GRU's"
-    )
+    numpy_single_p95_us: str = _goal("p95 of one price + Greeks, numpy server")
+    tf_single_p95_us: str = _goal("p95 of one price + Greeks, tf.function")
+    cached_p95_us: str = _goal("p95 of a cached repeat")
+    batch_prices_per_s: str = _goal("batch prices per second")
+    batch_greeks_per_s: str = _goal("batch prices with Greeks per second")
+    serving_rss_mib: str = _goal("peak RSS of the serving process")
+    artifact_bytes: str = _goal("size of the exported pricer")
+    features_rows_per_s: str = _goal("market feature rows per second")
+    mamba_over_comparator_step_ratio: str = _goal("Mamba training step over the equal-size GRU's")
 
 
 @dataclass(frozen=True)
 class ValidateParams:
-    strict: bool = True  # a failed gate fails the stage (false: report only)
+    strict: bool  # a failed gate fails the stage (false: report only)
     # The PINN's fresh seeded sample over its trained box (fresh draws, not the test split),
     # and the contracts of that sample QuantLib prices one by one as the outside check.
-    pinn_fresh_contracts: int = _bounded(200_000, ge=1, le=10_000_000)
-    pinn_quantlib_contracts: int = _bounded(2000, ge=1, le=1_000_000)
-    data: DataGoals = field(default_factory=DataGoals)
-    resources: ResourceGoals = field(default_factory=ResourceGoals)
-    mamba: MambaGoals = field(default_factory=MambaGoals)
-    pinn: PinnGoals = field(default_factory=PinnGoals)
-    cet: CetGoals = field(default_factory=CetGoals)
-    benchmark: BenchmarkGoals = field(default_factory=BenchmarkGoals)
+    pinn_fresh_contracts: int = _bounded(ge=1, le=10_000_000)
+    pinn_quantlib_contracts: int = _bounded(ge=1, le=1_000_000)
+    data: DataGoals
+    resources: ResourceGoals
+    mamba: MambaGoals
+    pinn: PinnGoals
+    cet: CetGoals
+    benchmark: BenchmarkGoals
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -665,18 +643,18 @@ class ValidateParams:
 class BenchmarkParams:
     """Sizes of the benchmark stage's measurements (it reads the trained models)."""
 
-    rounds: int = _bounded(5, ge=1, le=100)  # single-call rounds, every path once a round
-    calls: int = _bounded(1000, ge=2, le=100_000)  # single calls a round (distinct contracts)
-    warmup: int = _bounded(200, ge=0, le=10_000)  # untimed calls at the start of a round
-    batch: int = _bounded(100_000, ge=1, le=10_000_000)  # contracts in the batch timings
-    quantlib_options: int = _bounded(2000, ge=1, le=1_000_000)  # priced one by one
-    mamba_windows: int = _bounded(8192, ge=1, le=1_000_000)  # inference windows
-    train_steps: int = _bounded(20, ge=1, le=10_000)  # Mamba and GRU steps, in alternation
-    scan_lengths: list[int] = _list([60, 256], min_len=1, ge=2, le=4096)
-    scan_repeats: int = _bounded(5, ge=1, le=100)
-    feature_rows: int = _bounded(1_000_000, ge=100, le=50_000_000)
-    cet_programs: int = _bounded(16, ge=1, le=100_000)  # test programs engineered end to end
-    cet_adapter_steps: int = _bounded(3, ge=1, le=1000)  # LoRA and QLoRA steps each
+    rounds: int = _bounded(ge=1, le=100)  # single-call rounds, every path once a round
+    calls: int = _bounded(ge=2, le=100_000)  # single calls a round (distinct contracts)
+    warmup: int = _bounded(ge=0, le=10_000)  # untimed calls at the start of a round
+    batch: int = _bounded(ge=1, le=10_000_000)  # contracts in the batch timings
+    quantlib_options: int = _bounded(ge=1, le=1_000_000)  # priced one by one
+    mamba_windows: int = _bounded(ge=1, le=1_000_000)  # inference windows
+    train_steps: int = _bounded(ge=1, le=10_000)  # Mamba and GRU steps, in alternation
+    scan_lengths: list[int] = _list(min_len=1, ge=2, le=4096)
+    scan_repeats: int = _bounded(ge=1, le=100)
+    feature_rows: int = _bounded(ge=100, le=50_000_000)
+    cet_programs: int = _bounded(ge=1, le=100_000)  # test programs engineered end to end
+    cet_adapter_steps: int = _bounded(ge=1, le=1000)  # LoRA and QLoRA steps each
 
     def validate(self, path: str) -> None:
         if self.warmup >= self.calls:
@@ -686,15 +664,15 @@ class BenchmarkParams:
 # --------------------------------------------------------------------------- top level
 @dataclass(frozen=True)
 class Params:
-    seed: int = _bounded(20261121, ge=0, le=2**63 - 1)
-    resources: ResourcesParams = field(default_factory=ResourcesParams)
-    markets: MarketsParams = field(default_factory=MarketsParams)
-    options: OptionsParams = field(default_factory=OptionsParams)
-    contexts: ContextsParams = field(default_factory=ContextsParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    walk_forward: WalkForwardParams = field(default_factory=WalkForwardParams)
-    validate: ValidateParams = field(default_factory=ValidateParams)
-    benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
+    seed: int = _bounded(ge=0, le=2**63 - 1)
+    resources: ResourcesParams
+    markets: MarketsParams
+    options: OptionsParams
+    contexts: ContextsParams
+    train: TrainParams
+    walk_forward: WalkForwardParams
+    validate: ValidateParams
+    benchmark: BenchmarkParams
 
 
 # --------------------------------------------------------------------------- validation
@@ -731,12 +709,10 @@ def _check_bounds(path: str, value: float, tp: Any, meta: typing.Mapping[str, An
         _fail(path, value, f"{_describe(tp)} {_bounds_text(meta)}")
 
 
-def _coerce(
-    path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any], complete: bool = False
-) -> Any:
+def _coerce(path: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, complete)
+        return _build(tp, value, path)
     if origin is Literal:
         if value not in typing.get_args(tp):
             _fail(path, value, _describe(tp))
@@ -775,15 +751,13 @@ def _coerce(
     raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a schema bug, not user input
 
 
-def _build(cls: type, data: Any, path: str, complete: bool = False) -> Any:
-    if data is None and complete:
-        # `markets:` with nothing under it loads as null: the code defaults would run untracked
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        # `markets:` with nothing under it loads as null: the schema holds no values to use
         raise ValidationError(
             f"{PARAMS_FILE}: {path}: empty (null) section; expected its keys "
             f"{_keys_text(cls)} (copy them from the repository's params.yaml)"
         )
-    if data is None:
-        data = {}
     if not isinstance(data, dict):
         _fail(path or "<top level>", data, "a mapping of keys to values")
     hints = typing.get_type_hints(cls)
@@ -797,27 +771,22 @@ def _build(cls: type, data: Any, path: str, complete: bool = False) -> Any:
                 f"{PARAMS_FILE}: {where}: unknown key; expected one of "
                 f"{', '.join(sorted(fields))}{hint}"
             )
-    if complete:
-        # DVC tracks only what the file says: a key left out would run on an untracked default.
-        for name in fields:
-            if name not in data:
-                where = f"{path}.{name}" if path else name
-                raise ValidationError(
-                    f"{PARAMS_FILE}: {where}: missing {_missing_text(fields[name])}; every "
-                    "section and key must be written out, since DVC tracks only the params "
-                    "in the file"
-                )
+    # DVC tracks only what the file says, and the schema holds no values: every key is
+    # written out.
+    for name in fields:
+        if name not in data:
+            where = f"{path}.{name}" if path else name
+            what = "section" if dataclasses.is_dataclass(hints[name]) else "key"
+            raise ValidationError(
+                f"{PARAMS_FILE}: {where}: missing {what}; every section and key must be "
+                "written out (copy it from the repository's params.yaml), since DVC tracks "
+                "only the params in the file"
+            )
     kwargs = {
-        name: _coerce(
-            f"{path}.{name}" if path else name, data[name], hints[name], f.metadata, complete
-        )
+        name: _coerce(f"{path}.{name}" if path else name, data[name], hints[name], f.metadata)
         for name, f in fields.items()
-        if name in data
     }
     obj = cls(**kwargs)
-    if not kwargs.keys() >= {n for n, f in fields.items() if _required(f)}:
-        missing = sorted(n for n, f in fields.items() if _required(f) and n not in kwargs)
-        _fail(f"{path}.{missing[0]}" if path else missing[0], None, "a value (key is required)")
     # A section's own consistency check (a method; Params also has a `validate` section).
     validate = getattr(type(obj), "validate", None)
     if callable(validate):
@@ -825,32 +794,14 @@ def _build(cls: type, data: Any, path: str, complete: bool = False) -> Any:
     return obj
 
 
-def _required(f: dataclasses.Field[Any]) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
 def _keys_text(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
-def _missing_text(f: dataclasses.Field[Any]) -> str:
-    """What a missing key is and what the code would have used instead."""
-    if f.default is not dataclasses.MISSING:
-        return f"key (the code's default is {f.default!r})"
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-    if dataclasses.is_dataclass(value):
-        return "section (copy it from the repository's params.yaml)"
-    return f"key (the code's default is {value!r})"
-
-
-def parse_params(data: Any, complete: bool = False) -> Params:
-    """Validate a parsed params mapping against the schema.
-
-    ``complete``: every section and key must be present, none null (what a params file
-    must satisfy); otherwise missing keys take the schema's defaults (for tests and
-    partial overrides).
-    """
-    return _build(Params, data, "", complete)
+def parse_params(data: Any) -> Params:
+    """Validate a parsed params mapping against the schema: every section and key present,
+    none null, each of its type and within its bounds."""
+    return _build(Params, data, "")
 
 
 def _duplicate_keys(node: yaml.Node, path: str, source: str) -> None:
@@ -907,7 +858,7 @@ def read_params_yaml(path: str | Path = PARAMS_FILE) -> Any:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Load and validate params.yaml, every section and key present; any problem is one
     ValidationError line."""
-    return parse_params(read_params_yaml(path), complete=True)
+    return parse_params(read_params_yaml(path))
 
 
 # Written by the check_params stage (dvc.yaml), which every other stage depends on so that

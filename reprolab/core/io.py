@@ -118,6 +118,20 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def rounded(obj: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits, through dicts and lists: stable metrics files.
+
+    Significant (not decimal) digits keep small errors such as 4.9e-4 readable.
+    """
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
 def write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, dumps_json(obj))
 
@@ -264,59 +278,3 @@ def locked_update(
         return new
     finally:
         lock.release()
-
-
-def write_parquet(path: PathLike, df: Any) -> None:
-    """Write a DataFrame to parquet atomically (no index, deterministic bytes).
-
-    Dictionary encoding only for text columns: on float columns it costs 4x the write time
-    and makes files larger (measured on the markets feature rows).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    text = [
-        f.name
-        for f in table.schema
-        if pa.types.is_string(f.type)
-        or pa.types.is_large_string(f.type)
-        or pa.types.is_dictionary(f.type)
-    ]
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=text or False)
-
-
-def part_name(i: int) -> str:
-    return f"part-{i:05d}.parquet"
-
-
-def list_parts(directory: PathLike) -> list[Path]:
-    """The ``part-*.parquet`` files of a partitioned table, in order, each checked against
-    the table's manifest first (:func:`reprolab.core.manifest.verified_parts`)."""
-    from reprolab.core.manifest import verified_parts  # manifest builds on this module
-
-    return verified_parts(directory)
-
-
-def read_parquet(path: PathLike, columns: list[str] | None = None, *, sealed: bool = True) -> Any:
-    """Read a parquet file or a directory of ``part-*.parquet`` files, in part order.
-
-    Data outputs are checked against their manifest before anything is read;
-    ``sealed=False`` reads a file no manifest covers (a model's predictions) as it is.
-    """
-    import pandas as pd
-
-    from reprolab.core import manifest  # manifest builds on this module
-
-    p = Path(path)
-    if p.is_dir() or p.suffix != ".parquet":  # a table directory, even a missing one
-        frames = [pd.read_parquet(f, columns=columns) for f in manifest.verified_parts(p)]
-        return pd.concat(frames, ignore_index=True)
-    if sealed:
-        manifest.verified_file(p)
-    elif not p.exists():
-        raise DependencyError(f"{p}: file not found (run the stage that produces it first)")
-    else:
-        manifest.read_schema(p)  # one clear line for a file that is no parquet
-    return pd.read_parquet(p, columns=columns)

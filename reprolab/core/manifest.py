@@ -3,8 +3,8 @@
 A stage builds each data output in :func:`sealed_dir`; before the directory is swapped in,
 every folder of it that holds ``*.parquet`` files gets a ``_manifest.json`` naming each file
 with its rows, the sha256 of its bytes, the ids it holds and its arrow schema. Readers go
-through :func:`verified_parts` and :func:`verified_file` (``io.list_parts`` and
-``io.read_parquet`` do), so a missing, extra, changed, truncated or re-typed file fails with
+through :func:`verified_parts` and :func:`verified_file` (``tables.list_parts`` and
+``tables.read_parquet`` do), so a missing, extra, changed, truncated or re-typed file fails with
 one line naming it, before any work, instead of being read as half (or twice) the data.
 
 The manifest is deterministic JSON (sorted keys, relative names, no timestamps): it is part

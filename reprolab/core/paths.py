@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reprolab.core.registry import MODELS as MODELS_OF_REGISTRY
+
 DATA = Path("data")
 METRICS = Path("metrics")
 MODELS = Path("models")
@@ -38,7 +40,7 @@ def data_metrics(dataset: str) -> Path:
 
 
 # The dataset each model trains on (its features are the stage's only data input).
-DATASET_OF = {"mamba": "markets", "pinn": "options", "cet": "contexts"}
+DATASET_OF = {name: model.dataset for name, model in MODELS_OF_REGISTRY.items()}
 
 
 def model_dir(model: str) -> Path:

@@ -3,7 +3,7 @@
 From a stage's first line SIGINT/SIGTERM raise :class:`StageInterrupted`
 (:func:`install_stage_handlers`); outputs are written atomically, so nothing half-written is
 left, and a rerun starts the stage again (training from its last checkpoint). During training
-the guards' handlers (:mod:`reprolab.guard.signals`) take over. :func:`die_with_parent`: a
+the guards' handlers (:mod:`reprolab.guard.common.signals`) take over. :func:`die_with_parent`: a
 stage whose parent (``dvc``) dies gets SIGTERM instead of running on orphaned.
 """
 

@@ -14,28 +14,45 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from reprolab.core import paths, registry
 from reprolab.core.config import Params, load_params
 from reprolab.core.errors import PipelineError, ValidationError
+from reprolab.core.io import read_json
 from reprolab.core.preflight import check_outputs, output_errors, stage_outputs
 from reprolab.core.resources import StageResources
 from reprolab.core.signals import StageInterrupted, die_with_parent, install_stage_handlers
 
 StageMain = Callable[[str, Params, StageResources], None]
 
-DATASETS = ("markets", "options", "contexts")
-MODELS = ("mamba", "pinn", "cet")
+DATASETS = registry.DATASETS
+MODELS = tuple(registry.MODELS)
 
 
 # Steps that run once for the whole pipeline, with no item, and the module that holds each.
 SINGLE = {
-    "walk_forward": "reprolab.models.mamba.walk_forward",
-    "validate": "reprolab.validate.steps",
-    "benchmark": "reprolab.benchmark.steps",
+    "walk_forward": "reprolab.walk_forward.stage",
+    "validate": "reprolab.validate.stage",
+    "benchmark": "reprolab.benchmark.stage",
     # dvc.yaml's first stage; stages/check_params.py calls config.check_params itself (it
     # records no resources), listed here so that its import closure is checked like the rest
     "check_params": "reprolab.core.config",
 }
+
+
+# The stages before validate (dvc.yaml), each writing metrics/resources/<name>.json.
+JUDGED_STAGES = (
+    *(f"{s}_{d}" for s in registry.DATA_STEPS for d in DATASETS),
+    *(f"train_{m}" for m in MODELS),
+    "walk_forward",
+)
+
+
+def stage_resources() -> list[dict[str, Any]]:
+    """The resource file of every judged stage that wrote one, in pipeline order."""
+    files = [paths.RESOURCES / f"{stage}.json" for stage in JUDGED_STAGES]
+    return [read_json(f) for f in files if f.exists()]
 
 
 def items_of(step: str) -> tuple[str, ...]:
@@ -47,17 +64,17 @@ def items_of(step: str) -> tuple[str, ...]:
 
 
 def stage_module(step: str, item: str) -> str:
-    """The library module that holds ``step@item``'s function (named like the step).
+    """The library module that holds ``step@item``'s function (named like the step): every
+    stage's functions live in a module named ``stage``, which nothing else imports.
 
-    The data steps of a dataset live in ``reprolab.datasets.<dataset>.steps``; a model's
-    training recipe in ``reprolab.models.<model>.train``; a single step where ``SINGLE``
-    says.
+    The data steps of a dataset live in ``reprolab.build.<dataset>.stage``; a model's
+    training stage in ``reprolab.models.<model>.stage``; a single step where ``SINGLE`` says.
     """
     if step in SINGLE:
         return SINGLE[step]
     if step == "train":
-        return f"reprolab.models.{item}.train"
-    return f"reprolab.datasets.{item}.steps"
+        return f"reprolab.models.{item}.stage"
+    return f"reprolab.build.{item}.stage"
 
 
 def dispatch(step: str, item: str, params: Params, res: StageResources) -> None:

@@ -11,14 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from reprolab.core.errors import DataQualityError, ValidationError
+from reprolab.core.registry import GATE_SECTIONS, MODELS, SHARED_SECTIONS
 
-SHARED = ("data", "resources")  # the sections every model's promotion also needs
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "mamba": (*SHARED, "mamba"),
-    "pinn": (*SHARED, "pinn"),
-    "cet": (*SHARED, "cet"),
-}
-ORDER = ("data", "resources", "mamba", "pinn", "cet")  # validate.json's gated sections
+SHARED = SHARED_SECTIONS  # the sections every model's promotion also needs
+SECTIONS: dict[str, tuple[str, ...]] = {model: (*SHARED, model) for model in MODELS}
+ORDER = GATE_SECTIONS  # validate.json's gated sections
 
 
 def check_model(model: str) -> str:

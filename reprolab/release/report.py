@@ -17,10 +17,10 @@ from typing import Any
 
 from reprolab.core import paths
 from reprolab.core.io import atomic_write_text
-from reprolab.core.markdown import cell, table
 from reprolab.release import gates
 from reprolab.release.common import cli, dvc, git, read_at, resolve
 from reprolab.release.timing import is_timing
+from reprolab.validate.markdown import cell, table
 
 REPORT = Path("pr-report.md")
 PLOTS = Path("pr-report-plots")

@@ -50,8 +50,8 @@ START, END = "<!-- mamba-ablation:start -->", "<!-- mamba-ablation:end -->"
 def score(label: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration on train, score it on validation."""
     from reprolab.core.config import load_params
-    from reprolab.core.io import read_parquet
     from reprolab.core.resources import MemoryBudget
+    from reprolab.core.tables import read_parquet
     from reprolab.models.mamba.data import load_market_splits
     from reprolab.models.mamba.fitting import FitContext, configure_tensorflow
     from reprolab.models.mamba.forecaster import MambaForecaster

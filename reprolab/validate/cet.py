@@ -18,7 +18,7 @@ def load_cet(params: Params) -> tuple[Any, Any]:
     the base: ``AutoTokenizer`` there picks the base's model-type tokenizer, which splits
     digits apart and so encodes differently."""
     from reprolab.datasets.contexts.features import load_tokenizer
-    from reprolab.datasets.contexts.steps import TOKENIZER
+    from reprolab.datasets.contexts.read import TOKENIZER
     from reprolab.models.cet.model import load_adapter, load_base_model
 
     model_dir = paths.model_dir("cet")
@@ -36,7 +36,7 @@ def split_data(params: Params, tokenizer: Any, split: str = "test") -> Any:
     """A split as the CET reads it: the features' prompts, or for a named base model the
     programs encoded again with that model's tokenizer (as training does)."""
     from reprolab.datasets.contexts.features import encode_lines
-    from reprolab.datasets.contexts.steps import read_features
+    from reprolab.datasets.contexts.read import read_features
     from reprolab.models.cet.data import Data
 
     f = params.contexts.features

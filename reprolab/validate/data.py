@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from reprolab.build.markets.features import FEATURE_NAMES, compute_features_frame
 from reprolab.core import paths
-from reprolab.core.io import list_parts, read_parquet
 from reprolab.core.manifest import verified_file
+from reprolab.core.registry import DATASETS
 from reprolab.core.seeding import rng
-from reprolab.core.stage import DATASETS
-from reprolab.datasets.markets.features import compute_features_frame
-from reprolab.datasets.markets.steps import FEATURE_NAMES
+from reprolab.core.tables import list_parts, read_parquet
 
 PROBE_SERIES = 4  # market series the look-ahead probe perturbs
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from reprolab.core import paths
-from reprolab.core.io import read_json, read_parquet
+from reprolab.core.io import read_json
+from reprolab.core.tables import read_parquet
 from reprolab.datasets.options.blackscholes import bs_price_greeks
 from reprolab.models.pinn.evaluate import TAU_BUCKETS
 from reprolab.validate.quantlib import quantlib_prices

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprolab.core import markdown
 from reprolab.core.io import atomic_path, atomic_write_text
+from reprolab.validate import markdown
 
 PLOTS = {
     "reliability": "mamba_reliability.png",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reprolab.core import registry
 from tests.e2e.conftest import copy_repo, run
 
 JUDGES = ("data_metrics@", "validate")  # the only stages that may read data/truth
@@ -78,16 +79,17 @@ def test_repro_is_complete_cached_and_byte_identical(clone: Path) -> None:
         stages
     )
     judged = json.loads((clone / "metrics/validate.json").read_text())
-    assert {"data", "resources", "mamba", "walk_forward", "pinn", "cet", "failed"} == set(judged)
+    assert {*registry.GATE_SECTIONS, "walk_forward", "failed"} == set(judged)
     assert not [f for f in judged["failed"] if f.startswith(("data.", "resources."))]
     assert judged["mamba"]["oracle_gap"]["model"]["windows"] > 0
     first_hashes, first_metrics = _hashed_outputs(clone), _data_metrics(clone)
     first_trained = _trained(clone)
-    assert len(first_hashes) == 16  # 12 data outputs, 3 model directories, the walk-forward folds
+    # raw, truth, split and features of every dataset, every model directory, the walk-forward
+    assert len(first_hashes) == 4 * len(registry.DATASETS) + len(registry.MODELS) + 1
     assert {"models/cet/adapter/adapter_config.json", "models/mamba/model.keras"} <= set(
         first_trained
     )
-    assert set(first_metrics) == {"markets.json", "options.json", "contexts.json"}
+    assert set(first_metrics) == {f"{d}.json" for d in registry.DATASETS}
     assert first_metrics["contexts.json"]["test"]["pass_rate"]["gold"] == 1.0
     assert first_metrics["markets.json"]["test"]["oracle_accuracy"] > 0.4
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reprolab.build.contexts import stage as contexts
 from reprolab.core.config import load_params
 from reprolab.core.resources import StageResources
-from reprolab.datasets.contexts import steps as contexts
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]

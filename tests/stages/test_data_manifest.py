@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprolab.build.markets import stage as markets
+from reprolab.build.options import stage as options
 from reprolab.core import paths
 from reprolab.core.errors import DataQualityError
-from reprolab.core.io import write_parquet
 from reprolab.core.manifest import seal
 from reprolab.core.resources import StageResources
-from reprolab.datasets.markets import steps as markets
-from reprolab.datasets.options import steps as options
+from reprolab.core.tables import write_parquet
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]

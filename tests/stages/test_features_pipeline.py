@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprolab.build.markets import stage as pipeline
 from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
-from reprolab.core.io import read_json, read_parquet, write_parquet
+from reprolab.core.io import read_json
 from reprolab.core.manifest import seal
-from reprolab.core.quality import check_finite
 from reprolab.core.resources import StageResources
-from reprolab.datasets.markets import steps as pipeline
+from reprolab.core.tables import check_finite, read_parquet, write_parquet
 from reprolab.datasets.markets.windows import fit_scaler, materialize
 from tests import tiny
 

@@ -2,7 +2,7 @@
 
 Each stage runs as ``python -m stages.train <model>`` in its own process, on tiny data. The
 signal is sent by the guard's fault-injection hook (``REPROLAB_SIGNAL_AT``, see
-:func:`reprolab.guard.signals.signal_at`) at a chosen epoch or step, so every phase is hit
+:func:`reprolab.guard.common.signals.signal_at`) at a chosen epoch or step, so every phase is hit
 deterministically. One chain per model: each run is stopped in the next phase (resuming the
 ones before it), the last run finishes, and every model file must equal an uninterrupted
 run's.
@@ -22,6 +22,7 @@ import pytest
 
 from reprolab.core.config import load_params
 from reprolab.core.resources import StageResources
+from reprolab.core.stage import stage_module
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with contextlib.chdir(root):
         params = load_params()
         for dataset in DATASET.values():
-            steps = importlib.import_module(f"reprolab.datasets.{dataset}.steps")
+            steps = importlib.import_module(stage_module("generate", dataset))
             for step in ("generate", "split_augment", "features"):
                 with StageResources(f"{step}@{dataset}", root / "res", False) as res:
                     getattr(steps, step)(params, res)

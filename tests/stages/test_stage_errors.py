@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprolab.core.config import Params, to_dict
+from reprolab.core.config import to_dict
 from reprolab.core.errors import DependencyError, ResourceLimitError
 from reprolab.core.resources import MemoryBudget, StageResources, rss_bytes
+from tests.tiny import repo_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def _stage(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedP
 
 
 def _params(tmp_path: Path, **resources: object) -> None:
-    data = to_dict(Params())
+    data = to_dict(repo_params())
     data["resources"].update(resources)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
 

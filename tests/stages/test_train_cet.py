@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from reprolab.build.contexts import stage as contexts
 from reprolab.core.config import load_params
 from reprolab.core.errors import DependencyError
 from reprolab.core.resources import StageResources
-from reprolab.datasets.contexts import steps as contexts
-from reprolab.guard.signals import TrainingInterrupted
+from reprolab.guard.common.signals import TrainingInterrupted
+from reprolab.models.cet import stage as cet_stage
 from reprolab.models.cet import train as cet
 from tests import tiny
 
@@ -32,7 +33,7 @@ def _train(directory: Path) -> None:
     with contextlib.chdir(directory):
         params = load_params()
         with StageResources("train@cet", show_progress=False) as res:
-            cet.train(params, res)
+            cet_stage.train(params, res)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +228,7 @@ def test_ddp_path_trains_sft_in_two_gloo_processes(
 @pytest.mark.slow
 def test_phases_follow_their_learning_rate_schedule(world: Path) -> None:
     """The logged rate of each step is the peak times the phase's schedule factor."""
-    from reprolab.guard.schedule import lr_multiplier
+    from reprolab.guard.common.schedule import lr_multiplier
 
     live = world / "metrics/train/cet/live/plots/metrics"
     params = load_params(world / "params.yaml").train.cet

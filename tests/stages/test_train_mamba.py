@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from reprolab.build.markets import stage as markets
 from reprolab.core import paths
 from reprolab.core.config import Params, to_dict
 from reprolab.core.io import read_json
 from reprolab.core.resources import MemoryBudget, StageResources
-from reprolab.datasets.markets import steps as markets
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +108,8 @@ def test_stage_writes_model_predictions_comparators_and_metrics(two_runs) -> Non
             assert r["accuracy_ci95_low"] <= r["accuracy"] <= r["accuracy_ci95_high"]
     # One protocol: every comparator predicts exactly the Mamba's test windows, and its
     # reported metrics are the shared metric function of those predictions.
-    from reprolab.core.report import classification_report, rounded
+    from reprolab.core.io import rounded
+    from reprolab.models.mamba.report import classification_report
 
     labels = windows["label"].to_numpy()
     for name in names:
@@ -168,7 +169,7 @@ def test_trained_model_reloads_and_its_step_path_gives_the_saved_predictions(two
     from reprolab.models.mamba import sequences as sq
     from reprolab.models.mamba.data import load_market_splits
     from reprolab.models.mamba.model import load_mamba_model
-    from reprolab.models.mamba.step import MambaStepper
+    from reprolab.serve.mamba_step import MambaStepper
 
     run, _ = two_runs
     with contextlib.chdir(run):
@@ -189,7 +190,7 @@ def test_per_symbol_mode_with_eight_concurrent_workers(workdir: Path) -> None:
     from reprolab.models.mamba.data import load_market_splits
     from reprolab.models.mamba.fitting import FitContext
     from reprolab.models.mamba.model import load_mamba_model as load_keras_model
-    from reprolab.models.mamba.train import train_per_symbol
+    from reprolab.models.mamba.stage import train_per_symbol
 
     t = replace(_tiny().train.mamba, per_symbol=True, jobs=8, epochs=1, d_model=2, d_state=1)
     with contextlib.chdir(workdir):
@@ -228,7 +229,7 @@ def test_no_choice_reads_a_test_row(workdir: Path, tmp_path: Path, monkeypatch) 
     beside a test split whose days and labels are noise make every choice (early stopping,
     inputs, settings, the HMM's state count, the best comparator) and every validation
     score exactly as beside the real one."""
-    from reprolab.models.mamba import train as train_module
+    from reprolab.models.mamba import stage as train_module
     from reprolab.models.mamba.data import load_market_splits
 
     def poisoned(budget, original_only=False):

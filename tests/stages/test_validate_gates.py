@@ -17,15 +17,18 @@ import pytest
 import yaml
 
 from reprolab.core import paths
-from reprolab.core.config import CetGoals, Params, PinnGoals, load_params, parse_params
+from reprolab.core.config import Params, PinnGoals, load_params, parse_params, to_dict
 from reprolab.core.errors import DataQualityError, GateError
-from reprolab.core.io import read_json, read_parquet, write_json, write_parquet
+from reprolab.core.io import read_json, write_json
 from reprolab.core.manifest import producer_of, seal
 from reprolab.core.resources import StageResources
-from reprolab.core.stage import DATASETS, dispatch
+from reprolab.core.stage import DATASETS, JUDGED_STAGES, dispatch
+from reprolab.core.tables import read_parquet, write_parquet
+from reprolab.datasets.options.generate import domain_bounds
 from reprolab.validate.report import PLOTS
-from reprolab.validate.steps import JUDGED_STAGES, REPORT, judge, validate
+from reprolab.validate.stage import REPORT, judge, validate
 from tests import tiny
+from tests.tiny import repo_params
 
 
 def _original_test_windows() -> pd.DataFrame:
@@ -110,7 +113,7 @@ def export_pinn(params: Params) -> None:
     from reprolab.models.pinn.model import build_pinn, export_weights
     from reprolab.models.pinn.train import trained_domain
 
-    model = build_pinn(params.train.pinn, seed=0)
+    model = build_pinn(params.train.pinn, domain_bounds(params.options.generate.domain), seed=0)
     export_weights(model, paths.model_dir("pinn") / "weights.npz")
     write_json(paths.model_dir("pinn") / "domain.json", trained_domain(params.options))
 
@@ -465,9 +468,9 @@ def test_the_cet_is_scored_from_its_saved_model_as_training_scored_it(world: Pat
 
 
 def test_a_cet_that_learnt_nothing_fails_its_default_gates(world: Path) -> None:
-    # The tiny CET labels no line (its contexts are empty): the default bounds catch it,
-    # while the reconstructor's own check on the gold contexts still passes.
-    defaults = {f.name: f.default for f in dataclasses.fields(CetGoals)}
+    # The tiny CET labels no line (its contexts are empty): the repository's bounds catch
+    # it, while the reconstructor's own check on the gold contexts still passes.
+    defaults = to_dict(repo_params().validate.cet)
     failed = _failed(validate={"cet": defaults})
     assert {"cet.pass_rate", "cet.margin_over_heuristic"} <= set(failed), failed
     assert "cet.gold_pass_rate" not in failed

@@ -12,17 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprolab.build.markets import stage as markets
 from reprolab.core import paths
 from reprolab.core.io import read_json, write_json
 from reprolab.core.resources import StageResources
-from reprolab.datasets.markets import steps as markets
 from tests import tiny
 
 pytestmark = pytest.mark.slow
 
 
 def test_folds_predict_their_own_embargoed_test_blocks(tmp_path: Path) -> None:
-    from reprolab.models.mamba.walk_forward import walk_forward
+    from reprolab.walk_forward.stage import walk_forward
 
     params = tiny.params()
     with contextlib.chdir(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from reprolab.core.config import CetModelParams
 from reprolab.core.errors import DependencyError, ValidationError
 from reprolab.models.cet import model as cet
+from tests.tiny import repo_params
 
 VOCAB, PAD, BOS, EOS, SEP = 48, 0, 1, 2, 3
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -59,7 +60,7 @@ TRAIN = _task(64, seed=0)
 
 
 def _base(seed: int = 0, arch: cet.Arch = "llama") -> Any:
-    m = CetModelParams(
+    m = replace(repo_params().train.cet.model,
         arch=arch, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
         intermediate_size=64, max_positions=64,
     )  # fmt: skip
@@ -170,7 +171,7 @@ def test_build_base_model_is_seeded_and_leaves_global_rng_alone() -> None:
 
 def test_build_base_model_validates_heads() -> None:
     with pytest.raises(ValidationError, match="num_heads"):
-        m = CetModelParams(
+        m = replace(repo_params().train.cet.model,
             arch="llama", hidden_size=30, num_layers=1, num_heads=4, num_kv_heads=2,
             intermediate_size=64, max_positions=64,
         )  # fmt: skip

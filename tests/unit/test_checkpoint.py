@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reprolab.core.config import load_params
-from reprolab.guard import checkpoint as ck
+from reprolab.guard.common import checkpoint as ck
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def _fingerprint(tmp_path: Path, params, data: bytes, code: str = "x = 1\n") -> 
         model="mamba",
         dataset="markets",
         inputs=[tmp_path / "data"],
-        modules=["reprolab.models.mamba.train"],
+        modules=["reprolab.models.mamba.stage"],
     )
 
 
@@ -93,7 +93,7 @@ def test_the_fingerprint_covers_upstream_params_data_and_code(tmp_path: Path) ->
 
 
 def test_the_code_hash_follows_the_import_closure(tmp_path: Path) -> None:
-    from reprolab.core.deps import code_hash
+    from reprolab.guard.common.deps import code_hash
 
     pkg = tmp_path / "reprolab"
     pkg.mkdir()

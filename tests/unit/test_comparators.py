@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprolab.core.config import MambaTrainParams, MarketsGenerateParams
-from reprolab.datasets.markets.simulate import Process, simulate_symbols
+from reprolab.build.markets.simulate import Process, simulate_symbols
 from reprolab.models.mamba.comparators import (
     COMPARATORS,
     Hmm,
@@ -21,12 +20,13 @@ from reprolab.models.mamba.comparators import (
 )
 from reprolab.models.mamba.data import MarketSplit, row_labels
 from reprolab.models.mamba.fitting import FitContext
+from tests.tiny import repo_params
 
 N_DAYS = 700
 
 
 def _table(n_symbols: int = 4, seed: int = 5) -> pd.DataFrame:
-    process = Process.from_params(MarketsGenerateParams())
+    process = Process.from_params(repo_params().markets.generate)
     symbols = [f"S{i}" for i in range(n_symbols)]
     sim = simulate_symbols(symbols, N_DAYS, process, seed, 100.0)
     frame = pd.DataFrame(
@@ -66,7 +66,7 @@ def _split(rows: pd.DataFrame, lo: int, hi: int) -> MarketSplit:
 
 
 def _ctx(tmp_path: Path, **hmm) -> FitContext:
-    t = MambaTrainParams()
+    t = repo_params().train.mamba
     if hmm:
         t = replace(t, hmm=replace(t.hmm, **hmm))
     return FitContext(t, 7, tmp_path / "ck", None, "test")

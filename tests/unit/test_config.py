@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprolab.core.config import Params, load_params, parse_params, to_dict
+from reprolab.core.config import load_params, parse_params, to_dict
 from reprolab.core.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,10 +22,22 @@ def raw() -> dict:
 
 
 def test_params_yaml_is_valid_and_lists_every_key(raw: dict) -> None:
-    # Every schema key is spelled out in params.yaml, so no default silently decides a result
-    # and DVC tracks every value.
-    assert to_dict(parse_params(raw)) == to_dict(Params())
-    assert raw == to_dict(Params())
+    # Every schema key is spelled out in params.yaml (the schema has no values to fall back
+    # on), so DVC tracks every value.
+    assert to_dict(parse_params(raw)) == raw
+
+
+def test_a_value_tuned_in_params_yaml_alone_loads_and_is_used(tmp_path: Path, raw: dict) -> None:
+    """A user commits a tuned value in params.yaml and nothing else: it validates, and it is
+    the value the stages read (no copy of it elsewhere to agree with)."""
+    data = copy.deepcopy(raw)
+    data["train"]["mamba"]["epochs"] = raw["train"]["mamba"]["epochs"] + 7
+    data["markets"]["generate"]["regimes"]["stay"][0] = 0.975
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    tuned = load_params(tmp_path / "params.yaml")
+    assert tuned.train.mamba.epochs == raw["train"]["mamba"]["epochs"] + 7
+    assert tuned.markets.generate.regimes.stay[0] == 0.975
+    assert to_dict(tuned) == data
 
 
 def _error(raw: dict, path: str, value: object) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprolab.datasets.contexts.metrics import context_report, requirement_scores
+from reprolab.models.cet.metrics import context_report, requirement_scores
 
 GOLD = "keep items greater than 5\nsort ascending\nreturn the sum"
 

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reprolab.build.markets import features as fm
 from reprolab.core.errors import ValidationError
-from reprolab.datasets.markets import features as fm
+from reprolab.core.goals import goals_of
+from tests.tiny import repo_params
 
 FAST = settings(max_examples=50, deadline=None, database=None)
 MIN_PERIODS = 30
@@ -382,11 +384,12 @@ def test_bad_shapes_and_min_periods_are_rejected() -> None:
 def test_benchmark_matches_the_naive_reference_and_rejects_no_rows() -> None:
     from reprolab.benchmark import features as bench
 
-    metrics = bench.run(3000, repeats=1)
+    wanted = goals_of(repo_params().validate.benchmark)["features_rows_per_s"]
+    metrics = bench.run(3000, repeats=1, goal=wanted)
     assert metrics["rows"] >= 3000
     assert metrics["naive_rows"] == 800 and metrics["naive_subset"] == "2 series x 400 rows"
     assert metrics["max_abs_diff_vs_naive"] == 0.0 and metrics["bit_identical_vs_naive"]
     goal = metrics["goals"]["features_rows_per_s"]
     assert goal["threshold"] == ">= 1e+06" and isinstance(goal["passed"], bool)
     with pytest.raises(ValidationError, match="rows"):
-        bench.run(0)
+        bench.run(0, goal=wanted)

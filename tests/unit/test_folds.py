@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from reprolab.core.errors import ValidationError
-from reprolab.models.mamba.folds import expanding_folds
+from reprolab.walk_forward.folds import expanding_folds
 
 
 @settings(max_examples=60, deadline=None, database=None)

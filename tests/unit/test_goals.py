@@ -9,6 +9,7 @@ import pytest
 from reprolab.core.config import parse_params
 from reprolab.core.errors import ValidationError
 from reprolab.core.goals import Goal, evaluate, failed, gate_line, goals_of
+from tests.tiny import params_dict, repo_params
 
 
 def test_bounds_are_inclusive_and_point_the_stated_way() -> None:
@@ -41,7 +42,7 @@ def test_a_gate_is_one_line_with_its_value_threshold_and_meaning() -> None:
 
 
 def test_every_gate_in_params_states_what_it_means() -> None:
-    validate = parse_params({}).validate
+    validate = repo_params().validate
     for section in ("data", "resources", "mamba", "pinn", "cet", "benchmark"):
         for name, goal in goals_of(getattr(validate, section)).items():
             assert goal.meaning, f"validate.{section}.{name} has no meaning"
@@ -50,13 +51,13 @@ def test_every_gate_in_params_states_what_it_means() -> None:
 @pytest.mark.parametrize("text", ["< 1", "<=1", "<= one", "<= nan", "<= inf", "", "1e-4"])
 def test_a_malformed_goal_in_params_is_one_line_naming_the_key(text: str) -> None:
     with pytest.raises(ValidationError) as info:
-        parse_params({"validate": {"pinn": {"price_max_abs_k": text}}})
+        parse_params(params_dict(validate={"pinn": {"price_max_abs_k": text}}))
     message = str(info.value)
     assert "validate.pinn.price_max_abs_k" in message and "\n" not in message
 
 
 def test_goals_follow_params_and_keep_their_declared_order() -> None:
-    params = parse_params({"validate": {"cet": {"pass_rate": ">= 0.5"}}})
+    params = parse_params(params_dict(validate={"cet": {"pass_rate": ">= 0.5"}}))
     goals = goals_of(params.validate.cet)
     assert list(goals) == ["pass_rate", "compression", "margin_over_heuristic", "gold_pass_rate"]
     assert goals["pass_rate"] == Goal(">=", 0.5)

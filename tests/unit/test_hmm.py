@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtr
 
-from reprolab.core.config import MarketsGenerateParams
-from reprolab.datasets.markets.simulate import (
+from reprolab.build.markets.simulate import (
     Process,
     filter_oracle,
     simulate_symbols,
@@ -30,6 +29,7 @@ from reprolab.models.mamba.hmm import (
     p_up_next,
     predict_series,
 )
+from tests.tiny import repo_params
 
 SEED = 7
 N_FIT, N_HELD_OUT, N_DAYS = 8, 4, 1500
@@ -38,7 +38,7 @@ OHLCV = ("open", "high", "low", "close", "volume")
 
 @pytest.fixture(scope="module")
 def process() -> Process:
-    return Process.from_params(MarketsGenerateParams())
+    return Process.from_params(repo_params().markets.generate)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from reprolab.core import io, preflight
-from reprolab.core.config import Params, to_dict
+from reprolab.core.config import to_dict
 from reprolab.core.errors import LockTimeoutError, OutputError
 from reprolab.core.io import (
     atomic_dir,
@@ -37,6 +37,7 @@ from reprolab.core.io import (
 )
 from reprolab.core.preflight import check_outputs, stage_outputs
 from reprolab.core.stage import run_stage
+from tests.tiny import repo_params
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -298,7 +299,7 @@ def test_stage_outputs_come_from_dvc_yaml() -> None:
 @pytest.fixture
 def stage_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with valid params and the project's dvc.yaml."""
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(Params())))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(repo_params())))
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path

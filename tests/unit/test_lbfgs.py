@@ -1,5 +1,5 @@
-"""Full-batch L-BFGS (reprolab.guard.lbfgs): the chunked loss is the full-batch loss, and the guard
-rules hold (signals, out of memory, non-finite loss), on a linear least-squares problem whose
+"""Full-batch L-BFGS (reprolab.models.pinn.lbfgs): the chunked loss is the full-batch loss, and the
+guard rules hold (signals, out of memory, non-finite loss), on a linear least-squares problem whose
 answer numpy knows."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from reprolab.core.errors import ResourceLimitError
-from reprolab.guard.lbfgs import lbfgs_full_batch
-from reprolab.guard.signals import TrainingInterrupted
+from reprolab.guard.common.signals import TrainingInterrupted
+from reprolab.models.pinn.lbfgs import lbfgs_full_batch
 
 
 def _problem(seed: int = 0) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ from reprolab.models.mamba.model import (
     reference_scan,
     resolve_scan,
 )
+from tests.tiny import repo_params
 
 IMPLS = list(SCANS)
 
@@ -35,7 +36,7 @@ def _arch(
 ) -> MambaTrainParams:
     """The pipeline's Mamba params, resized (architecture fields only)."""
     return dataclasses.replace(
-        MambaTrainParams(), d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+        repo_params().train.mamba, d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
         n_layers=n_layers, **more,
     )  # fmt: skip
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprolab.core.config import MambaTrainParams
 from reprolab.core.errors import ValidationError
 from reprolab.models.mamba import sequences as sq
 from reprolab.models.mamba.data import Series
+from tests.tiny import repo_params
 
 F = 5
 
@@ -21,7 +21,7 @@ F = 5
 def _model(**arch):
     from reprolab.models.mamba.model import build_mamba_sequence
 
-    t = replace(MambaTrainParams(), d_model=8, d_state=4, **arch)
+    t = replace(repo_params().train.mamba, d_model=8, d_state=4, **arch)
     return build_mamba_sequence(F, t, seed=3, expert_index=[0, 2])
 
 
@@ -46,7 +46,7 @@ def test_a_prediction_at_t_is_unchanged_by_days_after_t(model, t: int, seed: int
 
 @pytest.mark.parametrize("arch", [{}, {"experts": 0}, {"norm": "rms", "n_layers": 2, "experts": 2}])
 def test_the_step_path_equals_the_whole_series_pass(arch: dict) -> None:
-    from reprolab.models.mamba.step import MambaStepper
+    from reprolab.serve.mamba_step import MambaStepper
 
     model = _model(**arch)
     x = np.random.default_rng(0).standard_normal((3, 300, F)).astype(np.float32)
@@ -198,15 +198,15 @@ def test_the_forecasting_loss_is_the_cross_entropy_where_targets_are_missing() -
 
 
 def test_the_forecasting_model_saves_and_steps_as_the_plain_sequence_model(tmp_path) -> None:
-    from reprolab.core.keras_io import save_keras_model
+    from reprolab.guard.keras.saving import save_keras_model
     from reprolab.models.mamba.model import (
         build_mamba_forecasting,
         inference_model,
         load_mamba_model,
     )
-    from reprolab.models.mamba.step import MambaStepper
+    from reprolab.serve.mamba_step import MambaStepper
 
-    t = replace(MambaTrainParams(), d_model=8, d_state=4)
+    t = replace(repo_params().train.mamba, d_model=8, d_state=4)
     model = build_mamba_forecasting(F, t, 3, seed=3, expert_index=[0])
     x = np.random.default_rng(0).standard_normal((2, 50, F)).astype(np.float32)
     both = model.predict(x, verbose=0)

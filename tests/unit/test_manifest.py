@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprolab.build.markets import stage as markets
+from reprolab.build.markets.simulate import OBSERVABLE_SCHEMA
 from reprolab.core import paths
 from reprolab.core.errors import DataQualityError, DependencyError
-from reprolab.core.io import list_parts, read_json, read_parquet, write_parquet
+from reprolab.core.io import read_json
 from reprolab.core.manifest import MANIFEST, seal, sealed_dir, verified_parts
-from reprolab.core.quality import check_finite
 from reprolab.core.resources import StageResources
-from reprolab.datasets.markets import steps as markets
-from reprolab.datasets.markets.simulate import OBSERVABLE_SCHEMA
+from reprolab.core.tables import check_finite, list_parts, read_parquet, write_parquet
 from tests import tiny
 
 RAW = paths.raw("markets")  # data/raw/markets, relative to the stage's working directory

@@ -10,13 +10,14 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from reprolab.core.config import MarketsGenerateParams
-from reprolab.datasets.markets.simulate import (
+from reprolab.build.markets.simulate import (
     Process,
     filter_oracle,
     generate_markets,
     simulate_symbols,
 )
+from reprolab.core.config import MarketsGenerateParams
+from tests.tiny import repo_params
 
 SEED = 7
 
@@ -28,25 +29,25 @@ def _all(params: MarketsGenerateParams) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def small() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return _all(replace(MarketsGenerateParams(), n_symbols=3, n_days=400))
+    return _all(replace(repo_params().markets.generate, n_symbols=3, n_days=400))
 
 
 def test_adding_symbols_or_changing_parts_keeps_existing_symbols(small) -> None:
     obs3, truth3 = small
     obs5, truth5 = _all(
-        replace(MarketsGenerateParams(), n_symbols=5, n_days=400, symbols_per_part=2)
+        replace(repo_params().markets.generate, n_symbols=5, n_days=400, symbols_per_part=2)
     )
     keep = obs5["symbol"].isin(obs3["symbol"].unique())
     pd.testing.assert_frame_equal(obs5.loc[keep].reset_index(drop=True), obs3)
     pd.testing.assert_frame_equal(truth5.loc[keep].reset_index(drop=True), truth3)
     assert obs5["symbol"].nunique() == 5
-    other_seed, _ = _all(replace(MarketsGenerateParams(), n_symbols=3, n_days=400))
+    other_seed, _ = _all(replace(repo_params().markets.generate, n_symbols=3, n_days=400))
     assert other_seed.equals(obs3)  # same seed, same data
     different = pd.concat(
         [
             o
             for o, _ in generate_markets(
-                replace(MarketsGenerateParams(), n_symbols=3, n_days=400), SEED + 1
+                replace(repo_params().markets.generate, n_symbols=3, n_days=400), SEED + 1
             )
         ]
     )
@@ -63,8 +64,8 @@ def test_ohlcv_is_consistent(small) -> None:
 
 
 def test_volume_rises_with_volatility() -> None:
-    obs, truth = _all(replace(MarketsGenerateParams(), n_symbols=4, n_days=2000))
-    sigma = np.asarray(MarketsGenerateParams().regimes.sigma)[truth["regime"].to_numpy()]
+    obs, truth = _all(replace(repo_params().markets.generate, n_symbols=4, n_days=2000))
+    sigma = np.asarray(repo_params().markets.generate.regimes.sigma)[truth["regime"].to_numpy()]
     rho = stats.spearmanr(sigma, obs["volume"]).statistic
     assert rho > 0.5
 
@@ -102,14 +103,14 @@ def _reference_filter(obs: pd.DataFrame, p: Process) -> np.ndarray:
 
 
 def test_oracle_matches_an_independent_forward_filter() -> None:
-    params = replace(MarketsGenerateParams(), n_symbols=2, n_days=150)
+    params = replace(repo_params().markets.generate, n_symbols=2, n_days=150)
     obs, truth = _all(params)
     expected = _reference_filter(obs, Process.from_params(params))
     np.testing.assert_allclose(truth["oracle_p_up"].to_numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_oracle_uses_no_future_observation() -> None:
-    params = MarketsGenerateParams()
+    params = repo_params().markets.generate
     proc = Process.from_params(params)
     sim = simulate_symbols(["A", "B"], 300, proc, SEED, 100.0)
     arrays = [sim[k].astype(float) for k in ("open", "high", "low", "close", "volume")]
@@ -124,7 +125,7 @@ def test_oracle_uses_no_future_observation() -> None:
 
 
 def test_oracle_is_calibrated_and_beats_simple_rules() -> None:
-    obs, truth = _all(replace(MarketsGenerateParams(), n_symbols=8, n_days=2520))
+    obs, truth = _all(replace(repo_params().markets.generate, n_symbols=8, n_days=2520))
     close = obs["close"].to_numpy().reshape(8, -1)
     p = truth["oracle_p_up"].to_numpy().reshape(8, -1)[:, 1:-1]
     up = (close[:, 2:] > close[:, 1:-1]).ravel()

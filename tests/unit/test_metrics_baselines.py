@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from reprolab.core.report import bootstrap_accuracy_ci, classification_report
 from reprolab.models.mamba.baselines import (
     build_recurrent_classifier,
     recurrent_params,
     units_matching,
 )
+from reprolab.models.mamba.report import bootstrap_accuracy_ci, classification_report
 
 
 def _data(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,6 @@ import pytest
 
 from reprolab.core.config import (
     HeldoutRegion,
-    OptionsDomain,
-    OptionsFeaturesParams,
     OptionsGenerateParams,
 )
 from reprolab.core.errors import ValidationError
@@ -28,13 +26,14 @@ from reprolab.datasets.options.features import (
     training_domain_sampler,
 )
 from reprolab.datasets.options.generate import OPTION_COLUMNS, generate_options
+from tests.tiny import repo_params
 
 SEED = 20261121
-SMALL = replace(OptionsGenerateParams(), n_contracts=5000, chunk_rows=1234)
-DOMAIN = OptionsDomain()
+SMALL = replace(repo_params().options.generate, n_contracts=5000, chunk_rows=1234)
+DOMAIN = repo_params().options.generate.domain
 X_MIN, X_MAX = np.log(DOMAIN.moneyness_min), np.log(DOMAIN.moneyness_max)
 TAU_MIN, TAU_MAX = DOMAIN.tau_min_days / 365.0, DOMAIN.tau_max_days / 365.0
-FEATURES = replace(OptionsFeaturesParams(), n_interior=3000, n_terminal=400, n_boundary=301)
+FEATURES = replace(repo_params().options.features, n_interior=3000, n_terminal=400, n_boundary=301)
 
 
 def _all(params: OptionsGenerateParams, seed: int = SEED) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def test_a_null_inner_section_and_a_missing_key_are_errors(tmp_path: Path, text:
     data = yaml.safe_load(text)
     del data["seed"]
     message = _load_error(tmp_path, yaml.safe_dump(data))
-    assert message.startswith("params.yaml: seed: missing key (the code's default is 20261121)")
+    assert message.startswith("params.yaml: seed: missing key; every section and key")
     data = yaml.safe_load(text)
     del data["markets"]["generate"]["n_days"]
     message = _load_error(tmp_path, yaml.safe_dump(data))
@@ -122,9 +122,22 @@ def test_a_typo_is_reported_as_unknown_before_missing(tmp_path: Path, text: str)
     assert "did you mean 'n_symbols'" in message
 
 
-def test_partial_mappings_still_parse_for_overrides() -> None:
-    # parse_params without complete=True is the tests' and overrides' lenient entry point
-    assert parse_params({}).seed == Params().seed
+def test_the_schema_holds_no_values() -> None:
+    """Values live once, in params.yaml: no field of the schema has a default to drift from
+    it, so a partial mapping is refused instead of filled in."""
+
+    def defaults(cls: type, path: str = "") -> typing.Iterator[str]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            where = f"{path}.{f.name}" if path else f.name
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                yield where
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from defaults(hints[f.name], where)
+
+    assert list(defaults(Params)) == []
+    with pytest.raises(ValidationError, match=r"^params\.yaml: seed: missing key"):
+        parse_params({})
 
 
 def test_the_repository_and_tiny_params_load_strictly(tmp_path: Path) -> None:
@@ -171,7 +184,7 @@ def test_an_oversized_value_is_refused_naming_the_key(path: str, value: int) -> 
         node = node[key]
     node[last] = value
     with pytest.raises(ValidationError, match=rf"^params\.yaml: {re.escape(path)} = {value}: "):
-        parse_params(data, complete=True)
+        parse_params(data)
 
 
 def _python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

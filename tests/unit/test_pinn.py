@@ -6,21 +6,29 @@ import dataclasses
 import itertools
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reprolab.core.config import PinnTrainParams
-from reprolab.core.keras_io import save_keras_model
 from reprolab.datasets.options.blackscholes import GREEKS, bs_price_greeks
+from reprolab.guard.keras.saving import save_keras_model
 from reprolab.models.pinn import maths
 from reprolab.models.pinn import model as pinn
 from reprolab.models.pinn import train as pinn_train
 from reprolab.models.pinn.numpy_model import NumpyPinn
+from tests.tiny import repo_params
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def bounds() -> dict:
+    """The declared box of params.yaml in model coordinates."""
+    from reprolab.datasets.options.generate import domain_bounds
+
+    return domain_bounds(repo_params().options.generate.domain)
 
 
 def _points(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -36,7 +44,9 @@ def _points(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def model():
     """A small network with random (non-trivial) weights, including the output layer."""
-    m = pinn.build_pinn(dataclasses.replace(PinnTrainParams(), hidden=16, depth=2), seed=3)
+    m = pinn.build_pinn(
+        dataclasses.replace(repo_params().train.pinn, hidden=16, depth=2), bounds(), seed=3
+    )
     g = np.random.default_rng(1)
     for v in m.trainable_variables:
         v.assign(g.normal(size=tuple(v.shape)) * 0.3)
@@ -170,7 +180,7 @@ def test_saved_keras_file_depends_on_the_model_alone(model, tmp_path: Path) -> N
 
 def test_shared_objects_are_numbered_not_named_by_address() -> None:
     """Keras names shared objects by id(); the saved config numbers them, keeping the sharing."""
-    from reprolab.core.keras_io import _renumber_shared_objects
+    from reprolab.guard.keras.saving import _renumber_shared_objects
 
     addr_a, addr_b = 140119652271184, 140119652270000
     config = {
@@ -188,7 +198,7 @@ def test_shared_objects_are_numbered_not_named_by_address() -> None:
 
 
 def test_exported_file_is_small(tmp_path: Path) -> None:
-    m = pinn.build_pinn(PinnTrainParams())
+    m = pinn.build_pinn(repo_params().train.pinn, bounds())
     path = pinn.export_weights(m, tmp_path / "pinn.npz")
     assert path.stat().st_size <= 1_000_000
 
@@ -226,14 +236,16 @@ def _frame(n: int, seed: int) -> pd.DataFrame:
 
 
 def _collocation(seed: int) -> dict[str, pd.DataFrame]:
-    from reprolab.core.config import HeldoutRegion, OptionsDomain, OptionsFeaturesParams
     from reprolab.datasets.options.features import collocation_points
 
-    params = OptionsFeaturesParams(n_interior=256, n_terminal=64, n_boundary=64)
-    return collocation_points(params, OptionsDomain(), HeldoutRegion(), seed)
+    params = replace(repo_params().options.features, n_interior=256, n_terminal=64, n_boundary=64)
+    return collocation_points(
+        params, repo_params().options.generate.domain, repo_params().options.split.heldout, seed
+    )
 
 
-TINY = PinnTrainParams(
+TINY = replace(
+    repo_params().train.pinn,
     hidden=8,
     depth=2,
     batch_size=64,
@@ -265,16 +277,18 @@ def _train(tmp_path: Path, name: str, seen: list | None = None) -> pinn_train.Pi
         seed=5,
         checkpoint_dir=tmp_path / name,
         params=TINY,
+        bounds=bounds(),
         on_epoch_end=hook,
         candidate_sampler=_sampler(),
     )
 
 
 def _sampler():
-    from reprolab.core.config import HeldoutRegion, OptionsDomain
     from reprolab.datasets.options.features import training_domain_sampler
 
-    return training_domain_sampler(OptionsDomain(), HeldoutRegion())
+    return training_domain_sampler(
+        repo_params().options.generate.domain, repo_params().options.split.heldout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +349,7 @@ def test_interrupted_training_resumes_to_the_same_weights(reference, tmp_path: P
             seed=5,
             checkpoint_dir=tmp_path / "c",
             params=TINY,
+            bounds=bounds(),
             on_epoch_end=stop,
             candidate_sampler=_sampler(),
         )

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reprolab.core.config import OptionsParams, PinnTrainParams
+from reprolab.core.goals import goals_of
 from reprolab.datasets.options.blackscholes import bs_price_greeks
-from reprolab.models.pinn.serve import OutOfDomainWarning, Pricer
+from reprolab.datasets.options.generate import domain_bounds
 from reprolab.models.pinn.train import trained_domain
+from reprolab.serve.pricer import OutOfDomainWarning, Pricer
+from tests.tiny import repo_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,17 +33,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from reprolab.models.pinn.model import build_pinn, export_weights
 
     directory = tmp_path_factory.mktemp("pinn")
-    model = build_pinn(dataclasses.replace(PinnTrainParams(), hidden=8, depth=2), seed=3)
+    model = build_pinn(
+        dataclasses.replace(repo_params().train.pinn, hidden=8, depth=2),
+        domain_bounds(repo_params().options.generate.domain),
+        seed=3,
+    )
     gen = np.random.default_rng(0)
     for var in model.trainable_variables:
         var.assign(gen.normal(0.0, 0.5, var.shape))
     path = export_weights(model, directory / "weights.npz")
-    write_json(directory / "domain.json", trained_domain(OptionsParams()))
+    write_json(directory / "domain.json", trained_domain(repo_params().options))
     return path
 
 
 def test_trained_domain_cuts_the_heldout_band_from_the_box() -> None:
-    box = trained_domain(OptionsParams())
+    box = trained_domain(repo_params().options)
     assert box["sigma"] == [0.05, 0.7]
     assert box["x"] == pytest.approx([np.log(0.5), np.log(2.0)])
 
@@ -165,7 +171,7 @@ def _cli(exported: Path, S: str, *extra: str) -> subprocess.CompletedProcess[str
         [
             sys.executable,
             "-m",
-            "reprolab.models.pinn.serve",
+            "reprolab.serve.pricer",
             *args,
             *extra,
             "--model",
@@ -210,7 +216,8 @@ def test_benchmark_reports_every_goal_and_serves_without_tensorflow(
 ) -> None:
     from reprolab.benchmark.pricer import PRICER_GOALS, run
 
-    report = run(exported, calls=40, warmup=5, batch=3000, tensorflow=False)
+    goals = goals_of(repo_params().validate.benchmark)
+    report = run(exported, calls=40, warmup=5, batch=3000, tensorflow=False, goals=goals)
     assert list(report["goals"]) == list(PRICER_GOALS)
     assert report["serving_process"]["tensorflow_imported"] is False
     for path in ("numpy_float32", "numpy_float64", "closed_form_numpy", "cached"):

@@ -19,7 +19,7 @@ import pytest
 
 from reprolab.core.signals import StageInterrupted
 from reprolab.core.stage import run_stage
-from reprolab.guard.signals import signal_at, signals_to_flag
+from reprolab.guard.common.signals import signal_at, signals_to_flag
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ ORPHAN = textwrap.dedent(
         "import sys, time\\n"
         "import reprolab.core.stage as st\\n"
         "from pathlib import Path\\n"
-        "from reprolab.guard.signals import TrainingInterrupted, signals_to_flag\\n"
+        "from reprolab.guard.common.signals import TrainingInterrupted, signals_to_flag\\n"
         "def guarded_loop(step, item, params, res):\\n"
         "    with signals_to_flag([]) as flag:\\n"
         f"        Path({ready!r}).write_text('ready')\\n"

@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprolab.core.config import MarketsAugmentParams, MarketsSplitParams, Params
-from reprolab.core.io import read_parquet
+from reprolab.build.markets import stage as pipeline
+from reprolab.build.markets.split import augment_train, chronological_calendar, split_markets
+from reprolab.core.config import Params
 from reprolab.core.resources import StageResources
-from reprolab.datasets.markets import steps as pipeline
-from reprolab.datasets.markets.split import augment_train, chronological_calendar, split_markets
+from reprolab.core.tables import read_parquet
 from reprolab.datasets.markets.windows import make_windows
+from tests.tiny import repo_params
 
 
 def _observed(n_symbols: int, n_days: int) -> pd.DataFrame:
@@ -61,8 +62,12 @@ def test_no_training_window_touches_a_validation_or_test_window(
     n_days: int, window: int, extra_embargo: int, train: float
 ) -> None:
     rest = (1.0 - train) / 2
-    params = MarketsSplitParams(
-        train=train, val=rest, test=1.0 - train - rest, embargo=window + 1 + extra_embargo
+    params = replace(
+        repo_params().markets.split,
+        train=train,
+        val=rest,
+        test=1.0 - train - rest,
+        embargo=window + 1 + extra_embargo,
     )
     observed = _observed(2, n_days)
     calendar = chronological_calendar(pd.DatetimeIndex(observed["date"].unique()), params)
@@ -87,7 +92,7 @@ def test_no_training_window_touches_a_validation_or_test_window(
 
 def test_calendar_is_shared_and_gaps_are_the_embargo() -> None:
     dates = pd.bdate_range("2020-01-01", periods=1000)
-    cal = chronological_calendar(dates, MarketsSplitParams(embargo=61))
+    cal = chronological_calendar(dates, replace(repo_params().markets.split, embargo=61))
     (a0, a1), (b0, b1), (c0, c1) = (cal.bounds[k] for k in ("train", "val", "test"))
     assert a0 == 0 and c1 == 1000
     assert b0 - a1 == 61 and c0 - b1 == 61
@@ -96,9 +101,13 @@ def test_calendar_is_shared_and_gaps_are_the_embargo() -> None:
 
 def test_augmentation_touches_training_rows_only_and_marks_them() -> None:
     observed = _observed(3, 500)
-    cal = chronological_calendar(pd.DatetimeIndex(observed["date"].unique()), MarketsSplitParams())
+    cal = chronological_calendar(
+        pd.DatetimeIndex(observed["date"].unique()), repo_params().markets.split
+    )
     parts = split_markets(observed, cal)
-    aug = augment_train(parts["train"], MarketsAugmentParams(copies=2), seed=1)
+    aug = augment_train(
+        parts["train"], replace(repo_params().markets.split.augment, copies=2), seed=1
+    )
     assert aug["augmented"].all() and set(aug["copy"]) == {1, 2}
     assert len(aug) == 2 * len(parts["train"])
     assert set(aug["date"]) <= set(parts["train"]["date"])
@@ -109,10 +118,12 @@ def test_augmentation_touches_training_rows_only_and_marks_them() -> None:
     )
     for name in ("val", "test"):
         assert not parts[name]["augmented"].any()
-    off = augment_train(parts["train"], MarketsAugmentParams(copies=0), seed=1)
+    off = augment_train(
+        parts["train"], replace(repo_params().markets.split.augment, copies=0), seed=1
+    )
     assert off.empty
     with pytest.raises(Exception, match="original training rows only"):
-        augment_train(parts["val"], MarketsAugmentParams(copies=2), seed=1)
+        augment_train(parts["val"], replace(repo_params().markets.split.augment, copies=2), seed=1)
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -138,13 +149,20 @@ def test_val_and_test_outputs_are_byte_identical_whatever_the_augmentation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    base = Params()
+    base = repo_params()
     small = replace(base.markets.generate, n_symbols=3, n_days=400, symbols_per_part=2)
     digests = []
     for augment in (
-        MarketsAugmentParams(),
-        MarketsAugmentParams(copies=0),
-        MarketsAugmentParams(copies=3, jitter=0.5, scale_min=0.5, scale_max=2.0, warp=0.5),
+        repo_params().markets.split.augment,
+        replace(repo_params().markets.split.augment, copies=0),
+        replace(
+            repo_params().markets.split.augment,
+            copies=3,
+            jitter=0.5,
+            scale_min=0.5,
+            scale_max=2.0,
+            warp=0.5,
+        ),
     ):
         split = replace(base.markets.split, embargo=21, augment=augment)
         features = replace(base.markets.features, window=20)

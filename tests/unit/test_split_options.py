@@ -7,21 +7,21 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from reprolab.core.config import OptionsGenerateParams, OptionsSplitParams
+from reprolab.build.options.split import split_options
 from reprolab.core.seeding import rng
 from reprolab.datasets.options.generate import generate_options
-from reprolab.datasets.options.split import split_options
+from tests.tiny import repo_params
 
 
 def _contracts(n: int = 20_000) -> pd.DataFrame:
-    params = replace(OptionsGenerateParams(), n_contracts=n, chunk_rows=n)
+    params = replace(repo_params().options.generate, n_contracts=n, chunk_rows=n)
     return pd.concat(generate_options(params, seed=3), ignore_index=True)
 
 
 def _split(contracts: pd.DataFrame, chunk: int, seed: int = 5) -> dict[str, pd.DataFrame]:
     gen = rng(seed, "options", "split")
     pieces = [
-        split_options(contracts.iloc[i : i + chunk], OptionsSplitParams(), gen)
+        split_options(contracts.iloc[i : i + chunk], repo_params().options.split, gen)
         for i in range(0, len(contracts), chunk)
     ]
     return {k: pd.concat([p[k] for p in pieces], ignore_index=True) for k in pieces[0]}
@@ -35,7 +35,7 @@ def test_every_contract_lands_in_exactly_one_split() -> None:
 
 
 def test_heldout_band_goes_to_test_only_and_is_tagged() -> None:
-    h = OptionsSplitParams().heldout
+    h = repo_params().options.split.heldout
     parts = _split(_contracts(), 20_000)
     for name in ("train", "val"):
         assert not parts[name][h.column].between(h.low, h.high).any()
@@ -50,7 +50,7 @@ def test_fractions_hold_outside_the_band() -> None:
     parts = _split(_contracts(), 20_000)
     sizes = {k: int((v["region"] == "domain").sum()) for k, v in parts.items()}
     total = sum(sizes.values())
-    p = OptionsSplitParams()
+    p = repo_params().options.split
     for name, frac in (("train", p.train), ("val", p.val), ("test", p.test)):
         assert abs(sizes[name] / total - frac) < 0.02
 

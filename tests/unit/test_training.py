@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError, ResourceLimitError
-from reprolab.guard.keras import CHECKPOINT_NAME, train_guarded
-from reprolab.guard.signals import TrainingInterrupted
+from reprolab.guard.common.signals import TrainingInterrupted
+from reprolab.guard.keras.fit import CHECKPOINT_NAME, train_guarded
+from tests.tiny import repo_params
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ROWS = 256
@@ -57,7 +58,7 @@ def train(ckpt: Path, data: Any = None, **overrides: Any) -> Any:
         "learning_rate": 1e-2,
         "patience": 5,
         "seed": 7,
-        "guard": GuardParams(min_batch_size=8, max_nan_retries=3),
+        "guard": replace(repo_params().train.mamba.guard, min_batch_size=8, max_nan_retries=3),
         "verbose": 0,
     }
     kwargs.update(overrides)
@@ -162,7 +163,7 @@ def train_diverging(ckpt: Path, retries: int) -> Any:
         patience=5,
         seed=3,
         checkpoint_dir=ckpt,
-        guard=GuardParams(min_batch_size=8, max_nan_retries=retries),
+        guard=replace(repo_params().train.mamba.guard, min_batch_size=8, max_nan_retries=retries),
         compile_kwargs=sgd_mse,
         verbose=0,
     )
@@ -308,7 +309,7 @@ import numpy as np
 
 from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError
-from reprolab.guard.keras import train_guarded
+from reprolab.guard.keras.fit import train_guarded
 
 out, ckpt, pause = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 g = np.random.default_rng(0)
@@ -337,7 +338,8 @@ class Progress(keras.callbacks.Callback):
 try:
     result = train_guarded(
         build, x, y, xv, yv, epochs=4, batch_size=32, learning_rate=1e-2, patience=5,
-        seed=11, checkpoint_dir=ckpt, guard=GuardParams(), callbacks=[Progress()], verbose=0,
+        seed=11, checkpoint_dir=ckpt, guard=GuardParams(min_batch_size=8, max_nan_retries=3),
+        callbacks=[Progress()], verbose=0,
     )
 except PipelineError as exc:
     print(f"error: {{exc}}", file=sys.stderr)
@@ -434,7 +436,7 @@ def test_signals_in_subprocesses_then_resume_is_exact(
 
 
 def test_a_per_epoch_schedule_sets_every_epochs_learning_rate(tmp_path: Path) -> None:
-    from reprolab.guard.schedule import lr_multiplier
+    from reprolab.guard.common.schedule import lr_multiplier
 
     seen: list[float] = []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,15 @@ from hypothesis import strategies as st
 
 from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError, ResourceLimitError
-from reprolab.guard.schedule import lr_multiplier
-from reprolab.guard.signals import TrainingInterrupted
-from reprolab.guard.torch import (
+from reprolab.guard.common.schedule import lr_multiplier
+from reprolab.guard.common.signals import TrainingInterrupted
+from reprolab.guard.torch.fit import (
     NonFiniteStep,
     guarded_steps,
     make_scheduler,
     set_lr,
 )
+from tests.tiny import repo_params
 
 X = torch.tensor(np.random.default_rng(0).normal(size=(64, 3)), dtype=torch.float32)
 Y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.1
@@ -83,7 +85,8 @@ class Loop:
             checkpoint_dir=tmp,
             checkpoint_every=3,
             setup="toy",
-            guard=guard or GuardParams(min_batch_size=2, max_nan_retries=2),
+            guard=guard
+            or replace(repo_params().train.mamba.guard, min_batch_size=2, max_nan_retries=2),
             **kw,
         )
 
@@ -124,7 +127,9 @@ def test_out_of_memory_halves_the_micro_batch_with_the_same_update(tmp_path: Pat
 
 def test_out_of_memory_below_the_minimum_fails(tmp_path: Path) -> None:
     with pytest.raises(ResourceLimitError, match=r"guard\.min_batch_size = 8"):
-        Loop({0: ["oom"] * 3}).run(tmp_path, guard=GuardParams(min_batch_size=8))
+        Loop({0: ["oom"] * 3}).run(
+            tmp_path, guard=replace(repo_params().train.mamba.guard, min_batch_size=8)
+        )
 
 
 def test_signal_checkpoints_and_a_rerun_resumes_to_the_same_weights(tmp_path: Path) -> None:

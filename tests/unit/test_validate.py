@@ -285,7 +285,7 @@ def test_timings_come_from_the_speed_files_and_their_absence_is_not_an_error(
 ) -> None:
     import json
 
-    from reprolab.validate.steps import model_timings
+    from reprolab.validate.stage import model_timings
 
     speed, folds = tmp_path / "speed.json", tmp_path / "wf_speed.json"
     assert model_timings(speed, folds) == {"test": {}, "walk_forward": {}}

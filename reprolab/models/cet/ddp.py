@@ -29,9 +29,9 @@ def ddp_sft_job(rank: int, world: int, job_path: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from reprolab.guard.checkpoint import load_torch
-    from reprolab.guard.ddp import agree, save_rank0, shard
-    from reprolab.guard.signals import signals_to_flag
+    from reprolab.guard.common.checkpoint import load_torch
+    from reprolab.guard.common.signals import signals_to_flag
+    from reprolab.guard.torch.ddp import agree, save_rank0, shard
     from reprolab.models.cet.model import load_base_model, rng_state, set_determinism, set_rng_state
 
     job = torch.load(job_path, weights_only=False)

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from reprolab.core.config import CetTrainParams
-from reprolab.datasets.contexts.metrics import context_report
+from reprolab.datasets.contexts.read import baseline_contexts
 from reprolab.datasets.contexts.render import assemble_context
-from reprolab.datasets.contexts.steps import baseline_contexts
 from reprolab.models.cet.data import Data
+from reprolab.models.cet.metrics import context_report
 
 
 class Decoder:

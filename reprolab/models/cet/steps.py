@@ -20,8 +20,8 @@ def make_optimizer(model: Any, lr: float) -> Any:
 
 
 def phase_scheduler(optimizer: Any, p: CetPhaseParams) -> Any:
-    from reprolab.guard.schedule import lr_multiplier
-    from reprolab.guard.torch import make_scheduler
+    from reprolab.guard.common.schedule import lr_multiplier
+    from reprolab.guard.torch.fit import make_scheduler
 
     return make_scheduler(
         optimizer,
@@ -33,7 +33,7 @@ def finite_step(model: Any, optimizer: Any, clip: float) -> float:
     """Clip, check, update: a non-finite gradient raises before anything changes."""
     import torch
 
-    from reprolab.guard.torch import NonFiniteStep
+    from reprolab.guard.torch.fit import NonFiniteStep
 
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
@@ -55,7 +55,7 @@ def supervised_step(
     lm: bool,
 ) -> dict[str, float]:
     """One optimizer step over ``rows`` (accumulated in micro-batches), token-weighted."""
-    from reprolab.guard.torch import NonFiniteStep
+    from reprolab.guard.torch.fit import NonFiniteStep
     from reprolab.models.cet.model import causal_lm_loss, collate, lm_collate
 
     optimizer.zero_grad(set_to_none=True)

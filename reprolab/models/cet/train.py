@@ -1,4 +1,5 @@
-"""train@cet: the context engineering transformer, in three guarded phases, and its metrics.
+"""The context engineering transformer's trainer, in three guarded phases (``stage.py`` runs it
+for train@cet).
 
 The CET works line by line: for each line of a raw context it reads the task's name and that
 line, and writes the line's label: ``"n: <canonical requirement>"`` for a statement of step n,
@@ -31,9 +32,7 @@ not cached); dvclive curves.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -45,17 +44,15 @@ import numpy as np
 from reprolab.core import paths
 from reprolab.core.config import CetPhaseParams, Params
 from reprolab.core.errors import DependencyError, PipelineError
-from reprolab.core.io import atomic_dir, write_json
-from reprolab.core.report import LiveLog, rounded
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import int_seed, rng
+from reprolab.datasets.contexts.read import TOKENIZER, read_features
 from reprolab.datasets.contexts.render import assemble_context
-from reprolab.datasets.contexts.steps import TOKENIZER, read_features
-from reprolab.guard.checkpoint import train_fingerprint
-from reprolab.guard.signals import TrainingInterrupted
+from reprolab.guard.common.checkpoint import train_fingerprint
+from reprolab.guard.common.live import LiveLog
+from reprolab.guard.common.signals import TrainingInterrupted
 from reprolab.models.cet.data import Data, micro_batches
 from reprolab.models.cet.evaluate import Decoder, evaluate_contexts, group_labels, pass_rates
-from reprolab.models.cet.probe import adapter_probe, probe_quality, rss_mib
 from reprolab.models.cet.steps import (
     attach_configured,
     finite_step,
@@ -138,7 +135,7 @@ class CetTrainer:
         stop: Any = None,
     ) -> None:
         """``p.steps`` guarded steps; the phase's schedule advances after every step."""
-        from reprolab.guard.torch import guarded_steps, set_lr
+        from reprolab.guard.torch.fit import guarded_steps, set_lr
         from reprolab.models.cet.model import rng_state, set_rng_state
 
         scheduler = phase_scheduler(optimizer, p)
@@ -241,11 +238,11 @@ class CetTrainer:
             self._supervised("sft", model, self.t.sft, lm=False)
 
     def sft_ddp(self, model: Any, base_dir: Path, adapter_method: str) -> None:
-        """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.guard.ddp`)."""
+        """Phase 2 over ``nproc`` DDP processes (see :mod:`reprolab.guard.torch.ddp`)."""
         import torch
 
-        from reprolab.guard.checkpoint import text_fingerprint
-        from reprolab.guard.ddp import launch
+        from reprolab.guard.common.checkpoint import text_fingerprint
+        from reprolab.guard.torch.ddp import launch
         from reprolab.models.cet.ddp import ddp_sft_job
 
         t = self.t  # params validation guarantees a row per process (sft.batch_size >= nproc)
@@ -340,7 +337,7 @@ class CetTrainer:
         def step_fn(step: int, micro: int) -> dict[str, float]:
             """One SCST update over the step's rows, ``micro`` rows per pass (the guard
             halves ``micro`` on out-of-memory; the samples then differ, the rule does not)."""
-            from reprolab.guard.torch import NonFiniteStep
+            from reprolab.guard.torch.fit import NonFiniteStep
 
             programs = self.train.program_batch(self.seed, "scst", step, s.batch_size)
             common = {"max_new_tokens": t.max_new_tokens, "eos_id": self.ids["eos"]}
@@ -442,57 +439,3 @@ class CetTrainer:
         """The CET and the baselines on the test split (held-out templates)."""
         decoder = Decoder(model, self.tokenizer, self.ids, self.t)
         return evaluate_contexts(decoder, self.rec, self.test)
-
-
-def train(params: Params, res: StageResources) -> None:
-    from transformers.utils import logging as hf_logging
-
-    from reprolab.datasets.contexts.reconstruct import Reconstructor
-    from reprolab.models.cet.model import save_adapter, set_determinism
-
-    hf_logging.disable_progress_bar()  # our own bars (tqdm) tell the story
-    t = params.train.cet
-    seed = int_seed(params.seed, "train", MODEL)
-    set_determinism(seed, t.threads)
-    live = LiveLog(METRICS_DIR / "live")
-    start = time.perf_counter()
-    with Reconstructor(workers=t.reconstruct_workers) as rec:
-        trainer = CetTrainer(params, res, live, rec)
-        res.add_rows(len(trainer.train) + len(trainer.val) + len(trainer.test))
-        base = trainer.pretrain()
-        with atomic_dir(MODEL_DIR) as out:
-            # One from_pretrained directory: weights, config and the tokenizer.
-            base.save_pretrained(out / "base")
-            trainer.tokenizer.save_pretrained(out / "base")
-            base_state = copy.deepcopy(base)
-            adapted = trainer.attach(base, out / "base", t.adapter.method)
-            model = adapted.model
-            trainer.sft(model, out / "base", adapted.method)
-            scst = trainer.scst(model)
-            save_adapter(model, out / "adapter")
-            evaluation = trainer.evaluate(model)
-            probe = adapter_probe(trainer, base_state, out / "base")
-        live.end()
-    seconds = time.perf_counter() - start
-    cet = evaluation["cet"]
-    report = {
-        "test": evaluation,
-        "margin_over_heuristic": round(cet["pass_rate"] - evaluation["heuristic"]["pass_rate"], 4),
-        "scst": scst,
-        "adapter_method": adapted.method,
-        "adapters": probe_quality(probe),
-        "cache_hit_rate": round(rec.hit_rate, 4),
-        "events": trainer.events,
-    }
-    write_json(METRICS_DIR / "metrics.json", rounded(report))
-    write_json(
-        METRICS_DIR / "speed.json",
-        {
-            "train_seconds": round(seconds, 3),
-            "phase_seconds": {k: round(v, 3) for k, v in trainer.seconds.items()},
-            "adapters": probe,
-            "rss_mib_at_end": rss_mib(),
-        },
-    )
-    with contextlib.suppress(OSError):
-        shutil.rmtree(CHECKPOINTS)

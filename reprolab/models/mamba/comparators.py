@@ -239,7 +239,7 @@ class KerasRecurrent:
         return sq.at_targets(predict, split, self.columns)
 
     def save(self, directory: Path) -> None:
-        from reprolab.core.keras_io import save_keras_model
+        from reprolab.guard.keras.saving import save_keras_model
 
         path = directory / f"{self.name}.keras"
         save_keras_model(self.model, path)
@@ -260,7 +260,7 @@ class TorchGru:
         self.info: dict[str, Any] = {}
 
     def fit(self, train: MarketSplit, val: MarketSplit) -> None:
-        from reprolab.guard.schedule import lr_multiplier
+        from reprolab.guard.common.schedule import lr_multiplier
         from reprolab.models.mamba import torch_gru
         from reprolab.models.mamba.baselines import units_matching
 

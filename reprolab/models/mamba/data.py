@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from reprolab.core import paths
-from reprolab.core.io import read_json, read_parquet
+from reprolab.core.io import read_json
 from reprolab.core.resources import MemoryBudget
+from reprolab.core.tables import read_parquet
 from reprolab.datasets.markets.windows import SERIES_KEYS, apply_scaler, materialize
 
 DATASET = "markets"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reprolab.core.config import MambaTrainParams
-from reprolab.core.report import LiveLog, keras_names
+from reprolab.guard.common.live import LiveLog
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -58,8 +58,8 @@ def fit_guarded(
     log: str | None = None,
 ) -> tuple[Any, dict[str, Any], float]:
     """Train under the guard; returns (model, training summary, seconds per step)."""
-    from reprolab.guard.keras import train_guarded
-    from reprolab.guard.schedule import lr_multiplier
+    from reprolab.guard.common.schedule import lr_multiplier
+    from reprolab.guard.keras.fit import keras_names, train_guarded
     from reprolab.models.mamba.keras_metrics import direction_compile_kwargs
 
     t = ctx.t

@@ -150,7 +150,7 @@ class MambaForecaster:
         """``model.keras`` (member 0), ``model_<i>.keras`` for the others, and
         ``inputs.json``: the columns read and the member files."""
         from reprolab.core.io import write_json
-        from reprolab.core.keras_io import save_keras_model
+        from reprolab.guard.keras.saving import save_keras_model
 
         files = [MODEL_FILE] + [f"model_{i}.keras" for i in range(1, len(self.members))]
         for model, name in zip(self.members, files, strict=True):

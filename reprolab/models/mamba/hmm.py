@@ -1,6 +1,6 @@
 """A Gaussian hidden-Markov regime filter: the comparator that tries to reach the filter oracle.
 
-The markets generator (:mod:`reprolab.datasets.markets.simulate`) switches between hidden
+The markets generator (:mod:`reprolab.build.markets.simulate`) switches between hidden
 regimes, each with its own AR(1) return, gap, wick and volume law, and its *filter oracle*
 forecasts the next direction with the HMM forward filter under the TRUE parameters. This
 module does the same with FITTED parameters only:

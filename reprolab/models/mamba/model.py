@@ -634,7 +634,7 @@ def build_mamba_sequence(
     The classifier's stack (:func:`build_mamba_classifier`) with the head applied at every
     step instead of the last: the prediction at day t reads days <= t only, so one pass over
     a whole series predicts every day of it, and a step-by-step recurrence
-    (:mod:`reprolab.models.mamba.step`) reproduces it one new day at a time. With
+    (:mod:`reprolab.serve.mamba_step`) reproduces it one new day at a time. With
     ``arch.experts`` > 0 the head is a :class:`RegimeMixtureHead` whose experts read the
     input columns ``expert_index``; with 0, one sigmoid unit.
     """
@@ -676,7 +676,7 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 def load_mamba_model(path: str | Path, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` file of a Mamba or comparator classifier (registers the classes)."""
-    from reprolab.core.keras_io import load_keras_model
+    from reprolab.guard.keras.saving import load_keras_model
     from reprolab.models.mamba import keras_metrics  # noqa: F401  (registers the metric)
 
     return load_keras_model(path, compile=compile)

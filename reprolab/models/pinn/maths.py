@@ -36,15 +36,12 @@ path, :mod:`reprolab.models.pinn.model` the Keras model.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-
-from reprolab.core.config import PinnLossWeights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,14 +55,6 @@ TAU_FLOOR = 1e-8
 BASE_WIDTH = 1.0 / (math.sqrt(2.0 * math.pi) * math.log(2.0))
 U_SCALE = 4.0
 EXPORT_FORMAT = "reprolab.pinn/1"
-# The declared box of params.yaml (options.generate.domain) in model coordinates.
-DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
-    "x": (math.log(0.5), math.log(2.0)),
-    "tau": (1.0 / 365.0, 2.0),
-    "sigma": (0.05, 0.8),
-    "r": (0.0, 0.1),
-}
-DEFAULT_LOSS_WEIGHTS: dict[str, float] = dataclasses.asdict(PinnLossWeights())
 LOSS_TERMS = ("price", "delta", "pde", "terminal", "boundary")
 Precision = Literal["float64", "float32"]
 PRECISIONS: tuple[str, ...] = ("float64", "float32")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprolab.core.config import PinnTrainParams
+from reprolab.core.errors import ValidationError
 from reprolab.core.io import atomic_path
 from reprolab.core.seeding import int_seed
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 from reprolab.models.pinn.maths import (
     BASE_WIDTH,
     COORDS,
-    DEFAULT_BOUNDS,
-    DEFAULT_LOSS_WEIGHTS,
     DERIVATIVES,
     EXPORT_FORMAT,
     LOSS_TERMS,
@@ -80,9 +79,14 @@ def _keras_classes() -> dict[str, type]:
             super().__init__(**kwargs)
             self.hidden = int(hidden)
             self.depth = int(depth)
-            b = dict(DEFAULT_BOUNDS) if bounds is None else dict(bounds)
+            if bounds is None or loss_weights is None:
+                raise ValidationError(
+                    "PinnPricer: bounds and loss_weights are required (from params.yaml, or "
+                    "the saved model's config)"
+                )
+            b = dict(bounds)
             self.bounds = {k: [float(b[k][0]), float(b[k][1])] for k in COORDS}
-            self.pinn_loss_weights = {**DEFAULT_LOSS_WEIGHTS, **dict(loss_weights or {})}
+            self.pinn_loss_weights = {k: float(loss_weights[k]) for k in LOSS_TERMS}
             self.seed = int(seed)
             self.tau_floor = float(tau_floor)
             self.base_width = float(base_width)
@@ -294,9 +298,7 @@ def __getattr__(name: str) -> Any:  # PinnPricer is created (and registered) on 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_pinn(
-    p: PinnTrainParams, bounds: Mapping[str, Any] | None = None, seed: int = 0
-) -> keras.Model:
+def build_pinn(p: PinnTrainParams, bounds: Mapping[str, Any], seed: int = 0) -> keras.Model:
     """A built (weights created) :class:`PinnPricer` of ``p``'s width, depth and loss weights."""
     cls = _keras_classes()["PinnPricer"]
     model = cls(

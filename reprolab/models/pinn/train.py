@@ -1,5 +1,5 @@
-"""train@pinn: the training recipe of the physics-informed option pricer (supervised, physics,
-residual-based refinement, L-BFGS polish), the stage that runs it, its export and accuracy."""
+"""The training recipe of the physics-informed option pricer (supervised, physics,
+residual-based refinement, L-BFGS polish) and its trained domain; ``stage.py`` runs it."""
 
 from __future__ import annotations
 
@@ -19,16 +19,10 @@ import numpy as np
 import pandas as pd
 
 from reprolab.core import paths
-from reprolab.core.config import GuardParams, OptionsParams, Params, PinnTrainParams
-from reprolab.core.io import read_parquet, write_json
-from reprolab.core.keras_io import save_keras_model
-from reprolab.core.report import LiveLog, keras_names, rounded
-from reprolab.core.resources import StageResources
+from reprolab.core.config import GuardParams, OptionsParams, PinnTrainParams
 from reprolab.core.seeding import int_seed, rng
 from reprolab.datasets.options.generate import domain_bounds, heldout_band
-from reprolab.guard.checkpoint import train_fingerprint
-from reprolab.models.pinn.evaluate import evaluate, parity_error
-from reprolab.models.pinn.maths import DEFAULT_BOUNDS, frame_coords
+from reprolab.models.pinn.maths import frame_coords
 from reprolab.models.pinn.model import build_pinn, pinn_compile_kwargs
 
 if TYPE_CHECKING:
@@ -56,67 +50,6 @@ def trained_domain(options: OptionsParams) -> dict[str, list[float]]:
     elif low <= lo:
         box[column][0] = high
     return box
-
-
-def train(params: Params, res: StageResources) -> None:
-    from reprolab.datasets.options.features import training_domain_sampler
-    from reprolab.models.pinn.model import export_weights
-    from reprolab.models.pinn.numpy_model import NumpyPinn
-
-    t = params.train.pinn
-    feats = paths.features(DATASET)
-    splits = {name: read_parquet(feats / name) for name in ("train", "val", "test")}
-    collocation = {
-        name: read_parquet(feats / "collocation" / f"{name}.parquet")
-        for name in ("interior", "terminal", "boundary")
-    }
-    res.add_rows(sum(len(f) for f in splits.values()))
-    live = LiveLog(METRICS_DIR / "live")
-
-    def log(phase: str, epoch: int, logs: dict[str, float]) -> None:
-        live.step(keras_names(logs))
-
-    start = time.perf_counter()
-    result = train_pinn(
-        splits["train"],
-        splits["val"],
-        collocation,
-        seed=int_seed(params.seed, "train", MODEL),
-        checkpoint_dir=CHECKPOINTS,
-        params=t,
-        guard=t.guard,
-        bounds=domain_bounds(params.options.generate.domain),
-        on_epoch_end=log,
-        # refinement draws fresh points, never from the held-out band
-        candidate_sampler=training_domain_sampler(
-            params.options.generate.domain, params.options.split.heldout
-        ),
-        fingerprint=train_fingerprint(params, MODEL),
-        verbose=0,
-    )
-    seconds = time.perf_counter() - start
-    live.end()
-    model = result.model
-    save_keras_model(model, MODEL_DIR / "model.keras")
-    weights = export_weights(model, MODEL_DIR / "weights.npz")
-    write_json(MODEL_DIR / "domain.json", trained_domain(params.options))
-
-    served = NumpyPinn.load(weights)
-    accuracy = evaluate(served, splits["test"])
-    report = {
-        **accuracy,
-        "put_call_parity_max_abs_k": parity_error(served, splits["test"]),
-        "artifact_bytes": weights.stat().st_size,
-        "events": list(result.events),
-    }
-    write_json(METRICS_DIR / "metrics.json", rounded(report))
-    write_json(
-        METRICS_DIR / "speed.json",
-        {
-            "train_seconds": round(seconds, 3),
-            "phase_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        },
-    )
 
 
 # --------------------------------------------------------------------------- training
@@ -154,14 +87,14 @@ def _val_terms(
 
 def _save_step(path: Path, weights: list[np.ndarray], record: dict[str, Any]) -> None:
     """The weights and logs of a completed training step, so a rerun can skip it."""
-    from reprolab.guard.checkpoint import save_npz
+    from reprolab.guard.common.checkpoint import save_npz
 
     meta = {k: v for k, v in record.items() if k != "fingerprint"}
     save_npz(path, record["fingerprint"], meta, {f"w_{i:04d}": w for i, w in enumerate(weights)})
 
 
 def _load_step(path: Path, fingerprint: str) -> tuple[list[np.ndarray], dict[str, Any]] | None:
-    from reprolab.guard.checkpoint import load_npz
+    from reprolab.guard.common.checkpoint import load_npz
 
     loaded = load_npz(path, fingerprint, log.warning)
     if loaded is None:
@@ -190,9 +123,9 @@ def train_pinn(
     *,
     seed: int,
     checkpoint_dir: str | Path,
-    params: PinnTrainParams | None = None,
+    params: PinnTrainParams,
     guard: GuardParams | None = None,
-    bounds: Mapping[str, Any] | None = None,
+    bounds: Mapping[str, Any],
     on_epoch_end: EpochHook | None = None,
     candidate_sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
     fingerprint: str = "",
@@ -210,7 +143,7 @@ def train_pinn(
        (``candidate_sampler(gen, n)`` -> (n, 4) coordinates if given, else a draw from the
        interior pool, which already excludes the held-out band), the ``rar_points`` largest
        join the interior set ``rar_repeat`` times, and training continues.
-    4. ``polish``: ``polish_iterations`` of full-batch L-BFGS (:mod:`reprolab.guard.lbfgs`) on
+    4. ``polish``: ``polish_iterations`` of full-batch L-BFGS (:mod:`reprolab.models.pinn.lbfgs`) on
        ``polish_rows`` training rows plus every terminal and boundary point, with the same
        loss weights; kept only if the validation loss falls. It logs the training loss every
        iteration and the validation terms every 10.
@@ -222,14 +155,13 @@ def train_pinn(
     ``checkpoint_dir/<phase>`` (removed when it completes), so an interrupted run resumes.
     Deterministic on CPU: every random choice hangs off ``seed``.
     """
-    from reprolab.core.config import GuardParams
-    from reprolab.guard.keras import train_guarded
-    from reprolab.guard.lbfgs import lbfgs_full_batch
+    from reprolab.guard.common.schedule import lr_multiplier
+    from reprolab.guard.keras.fit import train_guarded
+    from reprolab.models.pinn.lbfgs import lbfgs_full_batch
 
-    p = params or PinnTrainParams()
-    guard = guard or GuardParams()
+    p = params
+    guard = guard or p.guard
     checkpoint_dir = Path(checkpoint_dir)
-    bounds = DEFAULT_BOUNDS if bounds is None else bounds
     events: list[str] = []
     history: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -334,6 +266,13 @@ def train_pinn(
             verbose=verbose,
             compile_kwargs=functools.partial(pinn_compile_kwargs, epsilon=p.adam_epsilon),
             fingerprint=step_fingerprint(phase),
+            lr_multiplier=functools.partial(
+                lr_multiplier,
+                steps=epochs,
+                schedule=p.schedule,
+                warmup_steps=0,
+                min_lr_ratio=p.min_lr_ratio,
+            ),
         )
         seconds[phase] = time.perf_counter() - start
         events.extend(f"{phase}: {e}" for e in result.events)

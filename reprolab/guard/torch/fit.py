@@ -10,11 +10,11 @@ function of ``(seed, phase, step)`` only, so a resumed run sees the same batches
   step's batch is then accumulated over more, smaller passes, so the update is the same up to
   summation order) down to ``guard.min_batch_size``, then fails with a ResourceLimitError.
 * **SIGINT/SIGTERM**: finish the current step, checkpoint, raise :class:`TrainingInterrupted`
-  (the same signal handling as :mod:`reprolab.guard.keras`); a rerun resumes after that step.
+  (the same signal handling as :mod:`reprolab.guard.keras.fit`); a rerun resumes after that step.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end of the phase:
   ``<checkpoint_dir>/<phase>.pt``, written atomically, holding whatever ``state()`` returns
   (trainable weights, optimizer, scheduler, RNG states, loop state) plus the guard's own state
-  under the format, fingerprint and corrupt-file policy of :mod:`reprolab.guard.checkpoint`.
+  under the format, fingerprint and corrupt-file policy of :mod:`reprolab.guard.common.checkpoint`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 from reprolab.core.config import GuardParams
 from reprolab.core.errors import PipelineError, ResourceLimitError
-from reprolab.guard.checkpoint import load_torch, save_torch, text_fingerprint
-from reprolab.guard.signals import TrainingInterrupted, signal_at, signals_to_flag
+from reprolab.guard.common.checkpoint import load_torch, save_torch, text_fingerprint
+from reprolab.guard.common.signals import TrainingInterrupted, signal_at, signals_to_flag
 
 log = logging.getLogger(__name__)
 

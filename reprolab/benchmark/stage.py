@@ -50,7 +50,7 @@ def pricer_section(params: Params) -> dict[str, Any]:
     b = params.benchmark
     model = paths.model_dir("pinn") / "weights.npz"
     goals = goals_of(params.validate.benchmark)
-    report = pricer.run(model, b.calls, b.warmup, b.batch, True, b.rounds, goals)
+    report = pricer.run(model, b.calls, b.warmup, b.batch, True, b.rounds, goals=goals)
     numpy_p50 = report["single_call"]["numpy_float32"]["p50_us"]
     report["quantlib"] = quantlib_section(b.quantlib_options, numpy_p50)
     return report
@@ -82,7 +82,7 @@ def data_section(params: Params) -> dict[str, Any]:
     """Rows per second of every data stage (from its resource file) and the market features
     against the naive prefix-by-prefix reference on a synthetic batch."""
     from reprolab.benchmark import features
-    from reprolab.core.stage import DATASETS
+    from reprolab.core.registry import DATASETS
 
     stages = {}
     for step in DATA_STAGES:
@@ -100,7 +100,7 @@ def data_section(params: Params) -> dict[str, Any]:
 
 def resources_section() -> dict[str, Any]:
     """Every pipeline stage's wall time and peak RSS (metrics/resources), in order."""
-    from reprolab.validate.steps import stage_resources
+    from reprolab.core.stage import stage_resources
 
     return {
         r["stage"]: {k: r.get(k) for k in ("wall_s", "peak_rss_mib")} for r in stage_resources()

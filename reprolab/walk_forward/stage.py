@@ -5,7 +5,7 @@ holds up through time. Every series is read from the test split's table, which h
 symbol's whole history (its earlier rows as context). The targets are the original (never
 augmented) windows of every split. Fold k trains on every target whose label comes at least
 ``markets.split.embargo`` trading days before its test block
-(:mod:`reprolab.models.mamba.folds`), refits the feature scaler on the rows up to its
+(:mod:`reprolab.walk_forward.folds`), refits the feature scaler on the rows up to its
 training cutoff only, stops early and chooses on the last ``val_share`` of its own training
 calendar, and predicts its test block. The comparator is the one ``train@mamba`` found best
 on the validation split (lowest log loss, ``best_comparator_on_validation``): chosen on
@@ -24,17 +24,18 @@ import pandas as pd
 from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
-from reprolab.core.io import read_json, write_json, write_parquet
-from reprolab.core.report import classification_report, rounded
+from reprolab.core.io import read_json, rounded, write_json
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.core.seeding import int_seed, rng
+from reprolab.core.tables import write_parquet
 from reprolab.datasets.markets.windows import fit_scaler
-from reprolab.guard.checkpoint import stage_fingerprint
+from reprolab.guard.common.checkpoint import stage_fingerprint
 from reprolab.models.mamba.comparators import make_comparator
 from reprolab.models.mamba.data import MarketSplit, load_market_splits
 from reprolab.models.mamba.fitting import FitContext, configure_tensorflow
-from reprolab.models.mamba.folds import Fold, expanding_folds
 from reprolab.models.mamba.forecaster import MambaForecaster
+from reprolab.models.mamba.report import classification_report
+from reprolab.walk_forward.folds import Fold, expanding_folds
 
 MODEL_DIR = paths.model_dir("mamba_walk_forward")
 METRICS_DIR = paths.METRICS / "walk_forward"
@@ -105,7 +106,8 @@ def walk_forward(params: Params, res: StageResources) -> None:
         model="mamba",
         dataset="markets",
         inputs=[paths.features("markets")],
-        modules=["stages.walk_forward", "reprolab.models.mamba.walk_forward"],
+        modules=["stages.walk_forward", "reprolab.walk_forward.stage"],
+        sections={"walk_forward": wf},
     )
     fingerprint = f"{fingerprint}|{comparator}"
     predictions, report, seconds = [], {"comparator": comparator, "folds": []}, {}

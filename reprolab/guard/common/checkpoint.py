@@ -25,9 +25,9 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.core.config import Params, to_dict
-from reprolab.core.deps import code_hash
 from reprolab.core.errors import CheckpointError
 from reprolab.core.io import atomic_path
+from reprolab.guard.common.deps import code_hash
 
 FORMAT = 2
 Event = Callable[[str], None]
@@ -55,16 +55,24 @@ def files_hash(paths: Iterable[Path]) -> str:
 
 
 def stage_fingerprint(
-    params: Params, *, model: str, dataset: str, inputs: Iterable[Path], modules: Iterable[str]
+    params: Params,
+    *,
+    model: str,
+    dataset: str,
+    inputs: Iterable[Path],
+    modules: Iterable[str],
+    sections: Mapping[str, Any] | None = None,
 ) -> str:
-    """A fingerprint of a training run: seed, the dataset's and the model's params sections,
-    the bytes of the files under ``inputs`` and the code of ``modules`` (import closure)."""
-    root = Path(__file__).resolve().parents[2]
+    """A fingerprint of a training run: seed, the dataset's and the model's params sections
+    (and any further ``sections``, by name), the bytes of the files under ``inputs`` and the
+    code of ``modules`` (import closure)."""
+    root = Path(__file__).resolve().parents[3]
     parts = {
         "params": {
             "seed": params.seed,
             dataset: to_dict(getattr(params, dataset)),
             "train": to_dict(getattr(params.train, model)),
+            **{name: to_dict(value) for name, value in sorted((sections or {}).items())},
         },
         "data": files_hash(inputs),
         "code": code_hash(modules, root),

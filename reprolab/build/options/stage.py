@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from reprolab.build.options.split import split_options
 from reprolab.core import paths
 from reprolab.core.config import Params
-from reprolab.core.io import (
-    list_parts,
-    part_name,
-    read_parquet,
-    write_json,
-    write_parquet,
-)
+from reprolab.core.io import write_json
 from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
-from reprolab.core.quality import check_finite
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.core.seeding import rng
+from reprolab.core.tables import check_finite, list_parts, part_name, read_parquet, write_parquet
 from reprolab.datasets.options.features import (
     COORDINATE_COLUMNS,
     MODEL_INPUTS,
@@ -30,7 +25,6 @@ from reprolab.datasets.options.generate import (
     evaluation_grid,
     generate_options,
 )
-from reprolab.datasets.options.split import split_options
 
 DATASET = "options"
 _BYTES_PER_ROW = 8 * (len(OPTION_COLUMNS) + len(COORDINATE_COLUMNS)) * 2

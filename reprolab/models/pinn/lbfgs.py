@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprolab.core.errors import ResourceLimitError
-from reprolab.guard.signals import TrainingInterrupted, signal_at, signals_to_flag
+from reprolab.guard.common.signals import TrainingInterrupted, signal_at, signals_to_flag
 
 if TYPE_CHECKING:
     import keras

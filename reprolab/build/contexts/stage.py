@@ -23,22 +23,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reprolab.build.contexts.split import split_groups
 from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import DataQualityError
-from reprolab.core.io import read_parquet, write_json, write_parquet
+from reprolab.core.io import write_json
 from reprolab.core.manifest import sealed_dir, sealed_dirs
 from reprolab.core.paths import SPLITS
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
+from reprolab.core.tables import read_parquet, write_parquet
 from reprolab.datasets.contexts.programs import generate_programs, split_off_pool
+from reprolab.datasets.contexts.read import (
+    DATASET,
+    TOKENIZER,
+    baseline_contexts,
+    read_features,
+)
+from reprolab.datasets.contexts.read import (
+    split_file as _split_file,
+)
 from reprolab.datasets.contexts.render import augment_sample, make_sample, program_from_sample
-from reprolab.datasets.contexts.split import split_groups
 
-DATASET = "contexts"
 SAMPLES = "samples.parquet"
 DISTRACTORS = "distractors.parquet"
-TOKENIZER = "tokenizer"
 SAMPLE_COLUMNS = ["program_id", "name", "input_type", "template", "template_hash", "raw", "gold"]
 # The generator's contract for samples and distractors (arrow types, in column order).
 RAW_SCHEMA = [
@@ -51,10 +59,6 @@ RAW_SCHEMA = [
     ["n_raw_chars", "int64"],
     ["n_gold_chars", "int64"],
 ]
-
-
-def _split_file(name: str) -> str:
-    return f"{name}.parquet"
 
 
 def distractor_pool_size(n_programs: int) -> int:
@@ -180,11 +184,6 @@ def _int_lists(rows: Any) -> list[np.ndarray]:
     return [np.asarray(r, dtype=np.int32) for r in rows]
 
 
-def read_features(split: str) -> pd.DataFrame:
-    """A tokenised split of ``data/features/contexts``."""
-    return read_parquet(paths.features(DATASET) / _split_file(split))
-
-
 def _flat(rows: pd.Series) -> list[Any]:
     return [x for row in rows for x in row]
 
@@ -196,20 +195,6 @@ def _lengths(values: pd.Series) -> dict[str, float]:
         "p50": float(np.percentile(n, 50)),
         "p95": float(np.percentile(n, 95)),
         "max": int(n.max()),
-    }
-
-
-def baseline_contexts(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """The context each baseline hands the reconstructor, per row."""
-    from reprolab.datasets.contexts.heuristic import heuristic_context
-
-    return {
-        "gold": list(frame["gold"]),
-        "raw": list(frame["raw"]),
-        "heuristic": [
-            heuristic_context(r, n) for r, n in zip(frame["raw"], frame["name"], strict=True)
-        ],
-        "none": [""] * len(frame),
     }
 
 

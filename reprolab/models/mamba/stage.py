@@ -20,15 +20,17 @@ import numpy as np
 
 from reprolab.core import paths
 from reprolab.core.config import MambaTrainParams, Params
-from reprolab.core.io import locked_update, write_json, write_parquet
-from reprolab.core.report import LiveLog, classification_report, rounded
+from reprolab.core.io import locked_update, rounded, write_json
 from reprolab.core.resources import MemoryBudget, StageResources
 from reprolab.core.seeding import int_seed, rng
-from reprolab.guard.checkpoint import train_fingerprint
+from reprolab.core.tables import write_parquet
+from reprolab.guard.common.checkpoint import train_fingerprint
+from reprolab.guard.common.live import LiveLog
 from reprolab.models.mamba.comparators import COMPARATORS
 from reprolab.models.mamba.data import MarketSplit, load_market_splits
 from reprolab.models.mamba.fitting import FitContext, configure_tensorflow
 from reprolab.models.mamba.forecaster import MambaForecaster
+from reprolab.models.mamba.report import classification_report
 
 MODEL = "mamba"
 DATASET = "markets"

@@ -95,11 +95,11 @@ def shard(rows: Any, rank: int, world: int) -> Any:
 
 
 def save_rank0(rank: int, fingerprint: str, state: dict[str, Any], path: Path) -> None:
-    """Rank 0 writes the checkpoint ``state`` (:mod:`reprolab.guard.checkpoint`); the others
+    """Rank 0 writes the checkpoint ``state`` (:mod:`reprolab.guard.common.checkpoint`); the others
     only wait for it."""
     import torch.distributed as dist
 
-    from reprolab.guard.checkpoint import save_torch
+    from reprolab.guard.common.checkpoint import save_torch
 
     if rank == 0:
         save_torch(path, fingerprint, state)

@@ -5,23 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reprolab.core import paths
-from reprolab.core.config import Params
-from reprolab.core.errors import DataQualityError
-from reprolab.core.io import (
-    list_parts,
-    part_name,
-    read_json,
-    read_parquet,
-    write_json,
-    write_parquet,
+from reprolab.build.markets.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    OHLCV,
+    compute_features_frame,
 )
-from reprolab.core.manifest import sealed_dir, sealed_dirs
-from reprolab.core.paths import SPLITS
-from reprolab.core.quality import check_finite, check_ohlcv
-from reprolab.core.resources import MemoryBudget, StageResources
-from reprolab.datasets.markets.features import FEATURES, OHLCV, compute_features_frame
-from reprolab.datasets.markets.simulate import (
+from reprolab.build.markets.quality import check_ohlcv
+from reprolab.build.markets.simulate import (
     BYTES_PER_SYMBOL_DAY,
     OBSERVABLE_COLUMNS,
     OBSERVABLE_SCHEMA,
@@ -30,11 +21,18 @@ from reprolab.datasets.markets.simulate import (
     generate_markets,
     oracle_log_loss,
 )
-from reprolab.datasets.markets.split import augment_train, chronological_calendar, split_markets
+from reprolab.build.markets.split import augment_train, chronological_calendar, split_markets
+from reprolab.core import paths
+from reprolab.core.config import Params
+from reprolab.core.errors import DataQualityError
+from reprolab.core.io import read_json, write_json
+from reprolab.core.manifest import sealed_dir, sealed_dirs
+from reprolab.core.paths import SPLITS
+from reprolab.core.resources import MemoryBudget, StageResources
+from reprolab.core.tables import check_finite, list_parts, part_name, read_parquet, write_parquet
 from reprolab.datasets.markets.windows import SERIES_KEYS, fit_scaler, make_windows
 
 DATASET = "markets"
-FEATURE_NAMES = [f["name"] for f in FEATURES]
 ROW_KEYS = ["symbol", "copy", "date"]  # with context, augmented, the raw OHLCV and the features
 
 

@@ -1,6 +1,6 @@
 """Accuracy of the options PINN against the closed form, per maturity bucket and held-out band.
 
-``python -m reprolab.benchmark.pinn_accuracy [--out metrics/bench/pinn_accuracy.json]``: trains
+``python -m reprolab.studies.pinn_accuracy [--out REPORT.json]``: trains
 with the default :class:`reprolab.models.pinn.model.PinnTrainParams` on the train split of
 ``data/features/options`` (validation on the val split, collocation points from its
 ``collocation`` folder), then scores the test split: all of it, the in-domain part, the
@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from reprolab.core.errors import PipelineError
-from reprolab.core.io import read_parquet, write_json
+from reprolab.core.io import write_json
+from reprolab.core.tables import read_parquet
 from reprolab.models.pinn.evaluate import evaluate
 
 DATA = Path("data/features/options")
@@ -35,14 +36,16 @@ def _read(split: str) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reprolab.benchmark.pinn_accuracy")
+    parser = argparse.ArgumentParser(prog="python -m reprolab.studies.pinn_accuracy")
     parser.add_argument("--out", required=True, help="the report JSON")
     parser.add_argument("--export", default=None, help="also write the serving weights here")
     parser.add_argument("--params", default="{}", help="JSON overrides of PinnTrainParams")
     parser.add_argument("--checkpoint-dir", default="/tmp/reprolab_pinn_bench")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from reprolab.core.config import PinnTrainParams, load_params
+    import dataclasses
+
+    from reprolab.core.config import load_params
     from reprolab.models.pinn.model import export_weights
     from reprolab.models.pinn.train import train_pinn
 
@@ -50,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in overrides.items():
         if isinstance(v, list):
             overrides[k] = tuple(v)
-    params = PinnTrainParams(**overrides)
-    seed = load_params().seed
+    repo = load_params()
+    params = dataclasses.replace(repo.train.pinn, **overrides)
+    seed = repo.seed
     try:
         train, val, test = _read("train"), _read("val"), _read("test")
         collocation = {

@@ -1,16 +1,10 @@
-"""What every stage reports with: classification metrics, rounding, the dvclive logger.
-
-Classification metrics for direction forecasts carry bootstrap intervals.
+"""Classification metrics of direction forecasts, with bootstrap intervals.
 
 Accuracy alone misleads on up/down data (an "always up" rule scores the up-share), so every
 report carries balanced accuracy, MCC, AUC, log loss and Brier score beside it.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -57,55 +51,3 @@ def classification_report(
         "log_loss": float(skm.log_loss(y, p, labels=[0, 1])),
         "brier": float(np.mean((p - y) ** 2)),
     }
-
-
-def rounded(obj: Any, digits: int = 6) -> Any:
-    """Floats to ``digits`` significant digits, through dicts and lists: stable metrics files.
-
-    Significant (not decimal) digits keep small errors such as 4.9e-4 readable.
-    """
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}")
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [rounded(v, digits) for v in obj]
-    return obj
-
-
-def keras_names(logs: Mapping[str, float]) -> dict[str, float]:
-    """Keras epoch logs as dvclive names: ``val_loss`` -> ``val/loss``, ``loss`` ->
-    ``train/loss``."""
-    return {
-        (f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"): value
-        for key, value in logs.items()
-    }
-
-
-class LiveLog:
-    """The one dvclive logger of every trainer: one ``step`` call is one plotted step.
-
-    Metrics land in ``directory`` (``dvc plots show`` reads them); no dvc.yaml or experiment
-    is written from inside a stage, since DVC itself tracks the stage.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        from dvclive import Live
-
-        self.live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
-        self.steps = 0
-
-    def step(self, metrics: Mapping[str, float]) -> None:
-        for name, value in sorted(metrics.items()):
-            self.live.log_metric(name, float(value))
-        self.live.next_step()
-        self.steps += 1
-
-    def end(self) -> None:
-        self.live.end()
-
-    def __enter__(self) -> LiveLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.end()

@@ -8,7 +8,7 @@ interrupted, ran out of memory or fell back to the CPU ends with the same weight
 that did not (exactly, on CPU), as long as the settings it then ran with are the same.
 
 Checkpoint: one ``.npz`` file, ``<checkpoint_dir>/checkpoint.npz``, in the format and under
-the corrupt-file policy of :mod:`reprolab.guard.checkpoint`; its fingerprint hashes the
+the corrupt-file policy of :mod:`reprolab.guard.common.checkpoint`; its fingerprint hashes the
 set-up (the caller's fingerprint, seed, learning rate, batch size, data and variable shapes)::
 
     meta            the header, plus state (next_epoch, batch_size, learning_rate,
@@ -34,7 +34,7 @@ import math
 import re
 import signal
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +49,8 @@ from reprolab.core.errors import (
     ValidationError,
 )
 from reprolab.core.seeding import int_seed, rng
-from reprolab.guard.checkpoint import discard, load_npz, save_npz, text_fingerprint
-from reprolab.guard.signals import Flag, TrainingInterrupted, signal_at, signals_to_flag
+from reprolab.guard.common.checkpoint import discard, load_npz, save_npz, text_fingerprint
+from reprolab.guard.common.signals import Flag, TrainingInterrupted, signal_at, signals_to_flag
 
 if TYPE_CHECKING:  # TensorFlow costs seconds to import: only code that trains pays for it
     import keras
@@ -582,3 +582,12 @@ def train_guarded(
         learning_rate=state.learning_rate,
         events=state.events,
     )
+
+
+def keras_names(logs: Mapping[str, float]) -> dict[str, float]:
+    """Keras epoch logs as dvclive names: ``val_loss`` -> ``val/loss``, ``loss`` ->
+    ``train/loss``."""
+    return {
+        (f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"): value
+        for key, value in logs.items()
+    }

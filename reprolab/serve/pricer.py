@@ -212,7 +212,7 @@ class Pricer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reprolab.models.pinn.serve", description="Price an option with the PINN."
+        prog="python -m reprolab.serve.pricer", description="Price an option with the PINN."
     )
     for name in FIELDS:
         parser.add_argument(f"--{name}", type=float, required=True)

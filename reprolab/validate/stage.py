@@ -21,11 +21,12 @@ from reprolab.core import paths
 from reprolab.core.config import Params
 from reprolab.core.errors import GateError
 from reprolab.core.goals import evaluate, failed, gate_line, goals_of
-from reprolab.core.io import read_json, read_parquet, write_json
-from reprolab.core.report import rounded
+from reprolab.core.io import read_json, rounded, write_json
+from reprolab.core.registry import GATE_SECTIONS
 from reprolab.core.resources import StageResources
 from reprolab.core.seeding import rng
-from reprolab.core.stage import DATASETS, MODELS
+from reprolab.core.stage import JUDGED_STAGES, stage_resources
+from reprolab.core.tables import read_parquet
 from reprolab.validate.cet import cet_judgement
 from reprolab.validate.chart import comparison_rows, write_comparison
 from reprolab.validate.data import data_judgement
@@ -46,17 +47,7 @@ WALK_FORWARD_MAMBA = "mamba"  # the Mamba's rows in the walk-forward predictions
 SPEED = paths.train_metrics("mamba") / "speed.json"
 WALK_FORWARD_SPEED = paths.METRICS / "walk_forward" / "speed.json"
 REPORT = paths.METRICS / "report.md"  # the review a pull request reads
-SECTIONS = ("data", "resources", "mamba", "pinn", "cet")  # the gated sections, in order
-# The stages before validate (dvc.yaml), each writing metrics/resources/<name>.json.
-JUDGED_STAGES = (
-    *(
-        f"{s}_{d}"
-        for s in ("generate", "split_augment", "features", "data_metrics")
-        for d in DATASETS
-    ),
-    *(f"train_{m}" for m in MODELS),
-    "walk_forward",
-)
+SECTIONS = GATE_SECTIONS  # the gated sections, in order
 
 
 def _negated(interval: dict[str, Any]) -> dict[str, Any]:
@@ -193,12 +184,6 @@ def cet_baselines(report: dict[str, Any]) -> dict[str, float | None]:
     scores = report["cet"]["test"]
     order = ("none", "raw", "heuristic", "gold", "cet")
     return {k: scores[k]["pass_rate"] if k in scores else None for k in order}
-
-
-def stage_resources() -> list[dict[str, Any]]:
-    """The resource file of every judged stage that wrote one, in pipeline order."""
-    files = [paths.RESOURCES / f"{stage}.json" for stage in JUDGED_STAGES]
-    return [read_json(f) for f in files if f.exists()]
 
 
 def judge(params: Params) -> dict[str, Any]:
