@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 # outputs before running it, so a bad value found by the stage itself would cost them. A venv
 # named with VENV=... that exists (another clone's) is used as it is, never reinstalled.
 repro: $(if $(and $(filter command line,$(origin VENV)),$(wildcard $(BIN)/python)),,venv)
-	$(BIN)/python -m reprolab.core.config
+	$(BIN)/python -c 'import sys; from reprolab.core.config import check_params; sys.exit(check_params())'
 	$(BIN)/dvc repro
 
 # The whole suite (what CI runs).

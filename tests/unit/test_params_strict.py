@@ -202,7 +202,10 @@ def test_the_check_prints_one_line_and_writes_a_marker_that_ignores_values(
     tmp_path: Path, text: str
 ) -> None:
     (tmp_path / "params.yaml").write_text(text.replace("n_programs: 1500", "n_programs: 10000000"))
-    bad = _python(["-m", "reprolab.core.config"], tmp_path)
+    # what `make repro` runs before DVC starts
+    check = "import sys; from reprolab.core.config import check_params; sys.exit(check_params())"
+    assert check in (ROOT / "Makefile").read_text()
+    bad = _python(["-c", check], tmp_path)
     assert bad.returncode == ValidationError.exit_code
     assert bad.stderr.strip().splitlines() == [
         "error: check_params: invalid input: params.yaml: contexts.generate.n_programs = "
