@@ -22,7 +22,7 @@ import yaml
 from reprolab.build.markets import stage as markets
 from reprolab.core import paths
 from reprolab.core.config import Params, to_dict
-from reprolab.core.io import read_json
+from reprolab.core.io import read_json, write_json
 from reprolab.core.resources import MemoryBudget, StageResources
 from tests import tiny
 
@@ -261,3 +261,47 @@ def test_no_choice_reads_a_test_row(workdir: Path, tmp_path: Path, monkeypatch) 
     normal, noise = reports
     assert _leaves(_strip_test(normal)) == _leaves(_strip_test(noise))
     assert normal["model"]["test"] != noise["model"]["test"]  # the noise did reach the test
+
+
+def test_a_comparator_is_one_class_and_one_registry_line(
+    workdir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Adding a comparator is one class and one line in ``COMPARATORS``: train@mamba trains
+    it, scores it on the same windows as every other model, saves its predictions and lets it
+    compete for the best comparator on validation, with nothing else touched."""
+    from reprolab.models.mamba import comparators
+    from reprolab.models.mamba import stage as train_module
+
+    class Contrarian:
+        """Says the opposite of the training up-share, a little: worse than the majority."""
+
+        name = "contrarian"
+
+        def __init__(self, ctx, mamba_params: int) -> None:
+            self.info = {"params": 1, "inputs": "none"}
+            self.p = 0.5
+
+        def fit(self, train, val) -> None:
+            self.p = 1.0 - float(np.mean(train.y))
+
+        def predict_proba(self, split) -> np.ndarray:
+            return np.full(len(split), self.p)
+
+        def save(self, directory: Path) -> None:
+            write_json(directory / f"{self.name}.json", {"p_up": self.p})
+
+    monkeypatch.setitem(comparators.COMPARATORS, "contrarian", Contrarian)
+    run = tmp_path / "run"
+    shutil.copytree(workdir / "data", run / "data")
+    shutil.copy(workdir / "params.yaml", run / "params.yaml")
+    with contextlib.chdir(run):
+        from reprolab.core.config import load_params
+
+        train_module.train(load_params(), StageResources("train", run / "res", False))
+    report = read_json(run / "metrics/train/mamba/metrics.json")
+    mine = report["comparators"]["contrarian"]
+    assert mine["test"]["n"] == report["model"]["test"]["n"]
+    assert mine["val"]["log_loss"] > report["comparators"]["majority"]["val"]["log_loss"]
+    assert report["best_comparator_on_validation"] != "contrarian"
+    predictions = run / "models/mamba/comparators/contrarian_predictions.parquet"
+    assert len(pd.read_parquet(predictions)) == report["windows"]["test"]
