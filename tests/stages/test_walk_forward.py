@@ -45,15 +45,8 @@ def test_folds_predict_their_own_embargoed_test_blocks(tmp_path: Path) -> None:
     from reprolab.walk_forward.stage import walk_forward
 
     params = tiny.params()
+    _tiny_world(tmp_path)
     with contextlib.chdir(tmp_path):
-        for step in ("generate", "split_augment", "features"):
-            getattr(markets, step)(params, StageResources(step, tmp_path / "res", False))
-        shutil.rmtree(paths.truth("markets"))  # training must not need it
-        # what train@mamba wrote: the comparator it found best on the validation split
-        write_json(
-            paths.train_metrics("mamba") / "metrics.json",
-            {"best_comparator_on_validation": "hmm"},
-        )
         walk_forward(params, StageResources("walk_forward", tmp_path / "res", False))
         predictions = pd.read_parquet(paths.model_dir("mamba_walk_forward") / "predictions.parquet")
         report = read_json(paths.METRICS / "walk_forward" / "metrics.json")
